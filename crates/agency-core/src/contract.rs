@@ -1,0 +1,280 @@
+//! The JSON documents that scripts and agents read (`--json` output, HTTP bodies) and the
+//! pattern export format. These types change only additively: never rename or remove a field.
+//! `docs/json.md` documents them; a snapshot test pins their shape.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of every document in this module.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `agency patterns query --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryResponse {
+    pub version: u32,
+    pub query: QueryEcho,
+    pub matches: Vec<Match>,
+    pub stats: QueryStats,
+}
+
+/// The query as understood, including the normalised text that was embedded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryEcho {
+    pub text: String,
+    pub normalized: String,
+    /// True when the query was cut to fit the model's window.
+    pub truncated: bool,
+    pub category: Option<String>,
+    pub rule: Option<String>,
+    pub k: usize,
+    pub min_confidence: Option<f64>,
+}
+
+/// One ranked match.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Match {
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    pub title: String,
+    /// Cosine similarity of the query and the pattern's error context, in [0, 1]; low for an
+    /// unrelated error even when it is the best there is.
+    pub score: f64,
+    /// Estimated probability that the fix works (see `docs/confidence.md`).
+    pub confidence: f64,
+    /// True only when the fix may be applied without asking a human.
+    pub auto_apply: bool,
+    pub applicability: String,
+    pub template: Template,
+    pub example: Option<ExampleDoc>,
+    pub support: u32,
+    pub successes: u32,
+    pub failures: u32,
+    pub source: String,
+    pub retrieval: Retrieval,
+}
+
+/// A rewrite template.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Template {
+    pub before: String,
+    pub after: String,
+}
+
+/// A worked example.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExampleDoc {
+    pub before: String,
+    pub after: String,
+    pub source: String,
+}
+
+/// How a match was found: its rank in each retriever (1-based) and the fused score.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Retrieval {
+    pub vector_rank: Option<u32>,
+    pub text_rank: Option<u32>,
+    pub fused: f64,
+}
+
+/// Facts about how a query was answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryStats {
+    /// Live patterns searched.
+    pub patterns: usize,
+    /// `exact` or `hnsw`.
+    pub method: String,
+    pub duration_ms: f64,
+}
+
+/// `agency patterns list --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatternList {
+    pub version: u32,
+    pub patterns: Vec<PatternSummary>,
+}
+
+/// A pattern in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatternSummary {
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    pub title: String,
+    pub confidence: f64,
+    pub auto_apply: bool,
+    pub support: u32,
+    pub successes: u32,
+    pub failures: u32,
+    pub source: String,
+    pub retired: bool,
+}
+
+/// `agency patterns show ID --json`: everything about one pattern.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatternView {
+    pub version: u32,
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    pub title: String,
+    pub message: String,
+    pub explanation: String,
+    pub applicability: String,
+    pub template: Template,
+    pub examples: Vec<ExampleDoc>,
+    pub source: String,
+    pub confidence: f64,
+    pub auto_apply: bool,
+    pub support: u32,
+    pub successes: u32,
+    pub failures: u32,
+    pub fingerprint: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    pub retired: Option<Retirement>,
+}
+
+/// Why and when a pattern was retired.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retirement {
+    pub at: String,
+    pub reason: String,
+}
+
+/// `agency patterns prune --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PruneReport {
+    pub version: u32,
+    /// Live patterns examined.
+    pub checked: usize,
+    pub retired: Vec<RetiredPattern>,
+}
+
+/// One pattern retired by a prune.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetiredPattern {
+    pub id: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+/// `agency patterns import --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportReport {
+    pub version: u32,
+    pub imported: usize,
+    /// Patterns merged into an existing pattern with the same rewrite.
+    pub merged: usize,
+    pub skipped: Vec<SkippedLine>,
+}
+
+/// A line of an import that was valid but not added, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub line: usize,
+    pub id: String,
+    pub reason: String,
+}
+
+/// One line of `agency patterns export` (JSON lines): a pattern with its track record, enough to
+/// rebuild it in another store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PatternRecord {
+    pub version: u32,
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    pub title: String,
+    pub message: String,
+    #[serde(default)]
+    pub explanation: String,
+    pub applicability: String,
+    pub before: String,
+    pub after: String,
+    pub examples: Vec<ExampleDoc>,
+    pub source: String,
+    #[serde(default)]
+    pub prior: Prior,
+    #[serde(default)]
+    pub successes: u32,
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub decayed_successes: f64,
+    #[serde(default)]
+    pub decayed_failures: f64,
+    /// Unix seconds the decayed counts refer to.
+    #[serde(default)]
+    pub as_of: i64,
+    #[serde(default)]
+    pub created_at: i64,
+    #[serde(default)]
+    pub retired: Option<RecordRetirement>,
+}
+
+/// A curated prior, in pseudo-outcomes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Prior {
+    pub successes: f64,
+    pub failures: f64,
+}
+
+/// Retirement in an export record (unix seconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRetirement {
+    pub at: i64,
+    pub reason: String,
+}
+
+/// Formats unix seconds as RFC 3339 in UTC (`2026-11-25T08:53:48Z`).
+pub fn format_rfc3339(unix_s: i64) -> String {
+    let days = unix_s.div_euclid(86_400);
+    let secs = unix_s.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_795_596_828), "2026-11-25T08:53:48Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn record_rejects_unknown_fields() {
+        let line = r#"{"version":1,"id":"a","category":"style","rule":"E711","title":"t",
+            "message":"m","applicability":"safe","before":"?x == None","after":"?x is None",
+            "examples":[],"source":"seed","bogus":1}"#;
+        let err = serde_json::from_str::<PatternRecord>(line).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}
