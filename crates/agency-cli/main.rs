@@ -1,1 +1,129 @@
-fn main() {}
+//! The `agency` binary: parses the command line, resolves the data directory, calls the
+//! libraries, renders their results (a table, or one JSON document with `--json`), and picks
+//! the exit code. Only this crate writes to stdout and stderr.
+
+// The CLI is the one place allowed to print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod output;
+mod patterns;
+mod setup;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes from CONTRACT.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Success, nothing left at or above the failing priority.
+    Success,
+    /// Ran, and findings at or above the failing priority remain.
+    Failure,
+    /// Usage error, bad configuration or input, or an internal error.
+    Error,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        match status {
+            ExitStatus::Success => ExitCode::from(0),
+            ExitStatus::Failure => ExitCode::from(1),
+            ExitStatus::Error => ExitCode::from(2),
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agency",
+    version,
+    about = "Autonomous healing for Python codebases",
+    propagate_version = true
+)]
+struct Cli {
+    /// Data directory (model, runtime library, tools, default pattern store).
+    #[arg(long, global = true, env = "AGENCY_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug); AGENCY_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the embedding model, the ONNX Runtime library and the pinned Python tools.
+    Setup(setup::SetupArgs),
+    /// Look up, list and maintain learned fix patterns.
+    #[command(subcommand)]
+    Patterns(patterns::PatternsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout and usage errors to stderr itself.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::Error.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    let home = cli.home.clone().unwrap_or_else(default_home);
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&home, &args),
+        Command::Patterns(cmd) => patterns::run(&home, cmd),
+    };
+    match result {
+        Ok(status) => status.into(),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitStatus::Success.into();
+            }
+            let mut stderr = io::stderr().lock();
+            let _ = writeln!(stderr, "agency: error: {err}");
+            for cause in err.chain().skip(1) {
+                let _ = writeln!(stderr, "  cause: {cause}");
+            }
+            ExitStatus::Error.into()
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `$XDG_DATA_HOME/agency`, else `~/.local/share/agency`.
+fn default_home() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("agency");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/agency")
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENCY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}

@@ -139,7 +139,11 @@ impl TrackRecord {
 
 /// Whether a fix may be applied without asking a human: confident enough, and only for fixes
 /// whose applicability is `Safe`.
-pub fn auto_apply(confidence: f64, applicability: Applicability, params: &ConfidenceParams) -> bool {
+pub fn auto_apply(
+    confidence: f64,
+    applicability: Applicability,
+    params: &ConfidenceParams,
+) -> bool {
     applicability == Applicability::Safe && confidence >= params.auto_apply_at
 }
 

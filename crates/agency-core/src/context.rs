@@ -102,10 +102,7 @@ fn cut(s: &str, budget: usize) -> (String, bool) {
     if s.chars().count() <= budget {
         return (s.to_string(), false);
     }
-    let end = s
-        .char_indices()
-        .nth(budget)
-        .map_or(s.len(), |(i, _)| i);
+    let end = s.char_indices().nth(budget).map_or(s.len(), |(i, _)| i);
     let head = &s[..end];
     let head = head.rfind(' ').map_or(head, |i| &head[..i]);
     (head.trim_end().to_string(), true)
@@ -240,7 +237,11 @@ fn lex_code_like(src: &str, out: &mut String, code: bool) {
 fn number_end(src: &str, start: usize) -> usize {
     let bytes = src.as_bytes();
     let mut i = start;
-    if bytes[i] == b'0' && matches!(bytes.get(i + 1), Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B'))
+    if bytes[i] == b'0'
+        && matches!(
+            bytes.get(i + 1),
+            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+        )
     {
         i += 2;
         while i < bytes.len() && (bytes[i].is_ascii_hexdigit() || bytes[i] == b'_') {
@@ -352,7 +353,10 @@ mod tests {
                 r#"Item "None" of "Optional[str]" has no attribute "strip" [union-attr]"#,
             ),
             ("E711 Comparison to `None`", "E711 Comparison to `None`"),
-            ("expected 3 arguments, got 4.5", "expected <num> arguments, got <num>"),
+            (
+                "expected 3 arguments, got 4.5",
+                "expected <num> arguments, got <num>",
+            ),
             ("app/views.py:17:5: error", "<path>: error"),
         ];
         for (input, expected) in cases {
@@ -376,7 +380,10 @@ mod tests {
                 "x = get_user_preferences(<num>, <addr>, <num>)",
             ),
             ("s = '''a\nb'''", "s = <str> b<str>"),
-            ("veryLongCamelCaseIdentifierForTheWin = 1", "veryLongCamel = <num>"),
+            (
+                "veryLongCamelCaseIdentifierForTheWin = 1",
+                "veryLongCamel = <num>",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(normalize_code(input), expected, "{input}");

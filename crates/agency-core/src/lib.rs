@@ -34,7 +34,10 @@ mod tidy {
             .collect();
         let allowed = ["serde", "serde_json", "sha2", "thiserror"];
         for name in &names {
-            assert!(allowed.contains(name), "agency-core may not depend on `{name}`");
+            assert!(
+                allowed.contains(name),
+                "agency-core may not depend on `{name}`"
+            );
         }
     }
 }

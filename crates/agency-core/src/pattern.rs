@@ -307,7 +307,10 @@ mod tests {
     fn rewrite_rules() {
         let cases = [
             (rw("?x == None", "?x is None"), Ok(())),
-            (rw("?x == None", "?y is None"), Err(PatternError::UnboundHole("y".into()))),
+            (
+                rw("?x == None", "?y is None"),
+                Err(PatternError::UnboundHole("y".into())),
+            ),
             (rw("?x", "?x.strip()"), Err(PatternError::BareHoleRoot)),
             (rw("?x:Expr", "?x"), Err(PatternError::HoleToHole)),
             (rw("a  ==  b", "a == b"), Err(PatternError::NoChange)),

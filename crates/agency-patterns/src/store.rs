@@ -1,0 +1,1902 @@
+//! The pattern store: one database, one embedder, and the two derived indexes kept in step.
+//!
+//! Writes go to SQLite first (one transaction each); only after the commit are the in-memory
+//! table and the indexes updated, so a crash between the two loses nothing: the next open
+//! catches the indexes up from the database. Queries read the in-memory table and the indexes
+//! under short read locks and never wait for IO or embedding done by a writer.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use agency_core::confidence::{ConfidenceParams, TrackRecord, auto_apply};
+use agency_core::context::{ErrorContext, NormalizedContext, normalize};
+use agency_core::contract::{
+    self, ExampleDoc, ImportReport, Match, PatternRecord, PatternSummary, PatternView, Prior,
+    PruneReport, QueryEcho, QueryResponse, QueryStats, RecordRetirement, RetiredPattern,
+    Retirement, Retrieval, SCHEMA_VERSION, SkippedLine, Template,
+};
+use agency_core::fusion::{RRF_K, reciprocal_rank_fusion};
+use agency_core::pattern::{Example, PatternSpec, Rewrite};
+use agency_core::{Applicability, Category, Source};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, NewRow, OutcomeRow, PatternRow, TextFields};
+use crate::embed::{DIM, Embedder, dot};
+use crate::error::{Error, Result};
+use crate::text::{TextDoc, TextIndex};
+use crate::vector::{Graph, SavedFiles, VectorIndex, VectorParams};
+
+/// Rebuild the graph when more than this fraction of its points are retired.
+const TOMBSTONE_REBUILD_FRACTION: f64 = 0.2;
+/// Candidates taken from each retriever per requested match.
+const CANDIDATES_PER_MATCH: usize = 4;
+const MIN_CANDIDATES: usize = 20;
+/// Largest `k` a query may ask for.
+pub const MAX_K: usize = 100;
+const MANIFEST_VERSION: u32 = 1;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The directory holding `patterns.db` and `index/`.
+    pub dir: PathBuf,
+    pub confidence: ConfidenceParams,
+    pub vector: VectorParams,
+}
+
+impl StoreConfig {
+    /// Defaults for a store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            confidence: ConfidenceParams::default(),
+            vector: VectorParams::default(),
+        }
+    }
+}
+
+/// What a query asks.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub text: &'a str,
+    pub category: Option<Category>,
+    pub rule: Option<&'a str>,
+    pub k: usize,
+    pub min_confidence: Option<f64>,
+    /// Unix seconds; confidence is computed as of this time.
+    pub now: i64,
+}
+
+/// An outcome reported for a pattern that was applied.
+#[derive(Debug, Clone)]
+pub struct OutcomeInput {
+    pub pattern_id: String,
+    pub success: bool,
+    /// The finding it was applied to (JSON), kept for the record.
+    pub finding: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Repeating a key does not count the outcome twice.
+    pub idempotency_key: Option<String>,
+    pub at: i64,
+}
+
+/// The pattern's state after an outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeResult {
+    pub version: u32,
+    pub pattern_id: String,
+    /// False when the idempotency key had been seen before.
+    pub recorded: bool,
+    pub confidence: f64,
+    pub auto_apply: bool,
+    pub successes: u32,
+    pub failures: u32,
+    /// Set when this outcome retired the pattern.
+    pub retired: Option<String>,
+}
+
+/// What learning a pattern did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// A new pattern.
+    Inserted { id: String },
+    /// Merged into an existing pattern with the same rewrite.
+    Merged { id: String },
+}
+
+/// Per-pattern facts kept in memory for filtering and ranking.
+#[derive(Debug, Clone)]
+struct Meta {
+    id: String,
+    category: Category,
+    rule: String,
+    applicability: Applicability,
+    track: TrackRecord,
+    retired: bool,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    metas: HashMap<u64, Meta>,
+    by_id: HashMap<String, u64>,
+    live: usize,
+}
+
+impl Table {
+    fn insert(&mut self, pk: u64, meta: Meta) {
+        if !meta.retired {
+            self.live += 1;
+        }
+        self.by_id.insert(meta.id.clone(), pk);
+        self.metas.insert(pk, meta);
+    }
+
+    fn from_rows(rows: &[PatternRow]) -> Self {
+        let mut t = Table::default();
+        for r in rows {
+            t.insert(r.pk, meta_of(r));
+        }
+        t
+    }
+}
+
+fn meta_of(r: &PatternRow) -> Meta {
+    Meta {
+        id: r.id.clone(),
+        category: r.category,
+        rule: r.rule.clone(),
+        applicability: r.applicability,
+        track: r.track,
+        retired: r.retired.is_some(),
+    }
+}
+
+/// Where the persisted graph is; written atomically after each save.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    model_id: String,
+    graph: Option<GraphManifest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GraphManifest {
+    dir: String,
+    basename: String,
+    files: SavedFiles,
+    /// Highest primary key in the graph.
+    max_pk: u64,
+}
+
+/// The open store.
+pub struct PatternStore {
+    config: StoreConfig,
+    embedder: Arc<Embedder>,
+    writer: Mutex<Db>,
+    readers: Mutex<Vec<Db>>,
+    table: RwLock<Table>,
+    vectors: RwLock<VectorIndex>,
+    /// Highest primary key in the vector index, and whether it changed since the last save.
+    vector_state: Mutex<(u64, bool)>,
+    text: TextIndex,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for PatternStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatternStore")
+            .field("dir", &self.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PatternStore {
+    /// Opens (creating if needed) the store in `config.dir` and brings its indexes up to date
+    /// with the database, rebuilding any that are missing or damaged.
+    pub fn open(config: StoreConfig, embedder: Arc<Embedder>) -> Result<Self> {
+        fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        let db_path = config.dir.join("patterns.db");
+        let mut db = Db::open(&db_path)?;
+        let mut warnings = Vec::new();
+
+        reembed_if_model_changed(&mut db, &embedder, &mut warnings)?;
+        let rows = db.rows()?;
+        let table = Table::from_rows(&rows);
+
+        let index_dir = config.dir.join("index");
+        let text = open_text_index(&db, &index_dir.join("text"), &mut warnings)?;
+        let manifest = read_manifest(&index_dir, &mut warnings);
+        let (vectors, max_pk, dirty) = open_vector_index(
+            &db,
+            &config,
+            &table,
+            manifest.as_ref(),
+            embedder.model_id(),
+            &mut warnings,
+        )?;
+
+        let store = Self {
+            config,
+            embedder,
+            writer: Mutex::new(db),
+            readers: Mutex::new(Vec::new()),
+            table: RwLock::new(table),
+            vectors: RwLock::new(vectors),
+            vector_state: Mutex::new((max_pk, dirty)),
+            text,
+            warnings,
+        };
+        if dirty {
+            store.checkpoint()?;
+        }
+        Ok(store)
+    }
+
+    /// Problems found and repaired while opening (a rebuilt index, a re-embedded model).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// The embedder this store uses.
+    pub fn embedder(&self) -> &Arc<Embedder> {
+        &self.embedder
+    }
+
+    /// Live (not retired) patterns.
+    pub fn live_count(&self) -> usize {
+        read(&self.table).live
+    }
+
+    /// The confidence parameters in force.
+    pub fn confidence_params(&self) -> &ConfidenceParams {
+        &self.config.confidence
+    }
+
+    /// Finds the patterns closest to an error: vector and BM25 rankings fused by RRF.
+    pub fn query(&self, q: &Query<'_>) -> Result<QueryResponse> {
+        let started = Instant::now();
+        if q.text.trim().is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let k = q.k.clamp(1, MAX_K);
+        let normalized = normalize(&ErrorContext {
+            category: q.category,
+            rule: q.rule.map(str::to_string),
+            message: q.text.to_string(),
+            code: None,
+            fault_line: None,
+        });
+        let embedding = self.embedder.embed(&normalized.text)?;
+        let candidates = (k * CANDIDATES_PER_MATCH).max(MIN_CANDIDATES);
+        let params = self.config.confidence;
+
+        let (vector_hits, text_hits, method, live, scores) = {
+            let table = read(&self.table);
+            let allow = |pk: u64| {
+                table.metas.get(&pk).is_some_and(|m| {
+                    !m.retired
+                        && q.category.is_none_or(|c| c == m.category)
+                        && q.rule.is_none_or(|r| r == m.rule)
+                        && q.min_confidence
+                            .is_none_or(|min| m.track.confidence(q.now, &params) >= min)
+                })
+            };
+            let filtered = q.category.is_some() || q.rule.is_some() || q.min_confidence.is_some();
+            let selectivity = if filtered {
+                let allowed = table.metas.keys().filter(|pk| allow(**pk)).count();
+                allowed as f64 / table.metas.len().max(1) as f64
+            } else {
+                table.live as f64 / table.metas.len().max(1) as f64
+            };
+            let vectors = read(&self.vectors);
+            let vector_hits = vectors.search(&embedding.vector, candidates, &allow, selectivity);
+            let text_hits: Vec<(u64, f32)> = self
+                .text
+                .search(
+                    &normalized.text,
+                    q.category.map(Category::as_str),
+                    q.rule,
+                    candidates * 2,
+                )?
+                .into_iter()
+                .filter(|(pk, _)| allow(*pk))
+                .take(candidates)
+                .collect();
+            let mut scores: HashMap<u64, f32> = vector_hits.iter().copied().collect();
+            for (pk, _) in &text_hits {
+                if let Some(v) = vectors.vector(*pk) {
+                    scores.insert(*pk, dot(&embedding.vector, v));
+                }
+            }
+            (vector_hits, text_hits, vectors.method(), table.live, scores)
+        };
+
+        let vector_ids: Vec<u64> = vector_hits.iter().map(|h| h.0).collect();
+        let text_ids: Vec<u64> = text_hits.iter().map(|h| h.0).collect();
+        let fused = reciprocal_rank_fusion(&[&vector_ids, &text_ids], RRF_K);
+        let mut matches = Vec::with_capacity(k);
+        self.with_reader(|db| {
+            for f in fused.iter().take(k) {
+                let Some(row) = db.row_by_pk(f.id)? else {
+                    continue;
+                };
+                let score = match scores.get(&f.id) {
+                    Some(s) => *s,
+                    None => db
+                        .embedding(f.id, DIM)?
+                        .map_or(0.0, |v| dot(&embedding.vector, &v)),
+                };
+                let example = db.examples(f.id)?.into_iter().next();
+                matches.push(self.match_of(&row, example, score, f, q.now));
+            }
+            Ok(())
+        })?;
+
+        Ok(QueryResponse {
+            version: SCHEMA_VERSION,
+            query: QueryEcho {
+                text: q.text.to_string(),
+                normalized: normalized.text.clone(),
+                truncated: normalized.truncated || embedding.truncated,
+                category: q.category.map(|c| c.as_str().to_string()),
+                rule: q.rule.map(str::to_string),
+                k,
+                min_confidence: q.min_confidence,
+            },
+            matches,
+            stats: QueryStats {
+                patterns: live,
+                method: method.as_str().to_string(),
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            },
+        })
+    }
+
+    fn match_of(
+        &self,
+        row: &PatternRow,
+        example: Option<Example>,
+        score: f32,
+        fused: &agency_core::fusion::Fused,
+        now: i64,
+    ) -> Match {
+        let params = &self.config.confidence;
+        let confidence = row.track.confidence(now, params);
+        Match {
+            id: row.id.clone(),
+            category: row.category.as_str().to_string(),
+            rule: row.rule.clone(),
+            title: row.title.clone(),
+            score: f64::from(score.clamp(0.0, 1.0)),
+            confidence,
+            auto_apply: auto_apply(confidence, row.applicability, params),
+            applicability: row.applicability.as_str().to_string(),
+            template: Template {
+                before: row.rewrite.before.clone(),
+                after: row.rewrite.after.clone(),
+            },
+            example: example.map(example_doc),
+            support: row.support,
+            successes: row.track.successes,
+            failures: row.track.failures,
+            source: row.source.as_str().to_string(),
+            retrieval: Retrieval {
+                vector_rank: fused.ranks[0],
+                text_rank: fused.ranks[1],
+                fused: fused.score,
+            },
+        }
+    }
+
+    /// Learns a pattern. A pattern whose rewrite (fingerprint) is already known is merged into
+    /// the existing one: support +1 and the new examples; when it comes from a verified heal it
+    /// also counts as a success. A retired rewrite is refused.
+    pub fn learn(&self, spec: &PatternSpec, now: i64) -> Result<Learned> {
+        spec.validate().map_err(|source| Error::Invalid {
+            id: spec.id.clone(),
+            source,
+        })?;
+        let fingerprint = spec.fingerprint();
+        let existing = self.with_reader(|db| db.row_by_fingerprint(&fingerprint))?;
+        if let Some(row) = existing {
+            return self.merge(&row, spec, now);
+        }
+        let sig = signature(spec);
+        let embedding = self.embedder.embed(&sig.text)?;
+        let track = TrackRecord::with_prior(spec.prior.0, spec.prior.1, now);
+        let (pk, row) = {
+            let mut db = lock(&self.writer);
+            db.write(|w| {
+                if let Some(row) = w.row_by_fingerprint(&fingerprint)? {
+                    // Learned by another process since we looked.
+                    return Ok(Err(row));
+                }
+                if w.id_exists(&spec.id)? {
+                    return Err(Error::IdTaken(spec.id.clone()));
+                }
+                let pk = w.insert(&NewRow {
+                    spec,
+                    signature: &sig.text,
+                    sig_message: &sig.message,
+                    sig_code: &sig.code,
+                    embedding: &embedding.vector,
+                    model: self.embedder.model_id(),
+                    track,
+                    support: 1,
+                    created_at: now,
+                    retired: None,
+                })?;
+                Ok(Ok(pk))
+            })?
+            .map_or_else(|row| (None, Some(row)), |pk| (Some(pk), None))
+        };
+        if let Some(row) = row {
+            return self.merge(&row, spec, now);
+        }
+        let pk = pk.expect("either inserted or merged");
+        self.index_new(&[(pk, spec, &sig, embedding.vector, track)])?;
+        if spec.source == Source::Heal {
+            // The heal it was learned from was verified: that is its first success.
+            self.record_outcome(&OutcomeInput {
+                pattern_id: spec.id.clone(),
+                success: true,
+                finding: None,
+                duration_ms: None,
+                idempotency_key: None,
+                at: now,
+            })?;
+        }
+        Ok(Learned::Inserted {
+            id: spec.id.clone(),
+        })
+    }
+
+    fn merge(&self, row: &PatternRow, spec: &PatternSpec, now: i64) -> Result<Learned> {
+        if let Some((_, reason)) = &row.retired {
+            return Err(Error::Retired {
+                id: row.id.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let params = self.config.confidence;
+        let track = {
+            let mut db = lock(&self.writer);
+            db.write(|w| {
+                let mut track = row.track;
+                if spec.source == Source::Heal {
+                    track.record(true, now, &params);
+                    w.insert_outcome(&OutcomeRow {
+                        pattern_pk: row.pk,
+                        success: true,
+                        finding: None,
+                        duration_ms: None,
+                        idempotency_key: None,
+                        at: now,
+                    })?;
+                }
+                let existing = w.examples(row.pk)?;
+                for ex in &spec.examples {
+                    if !existing
+                        .iter()
+                        .any(|(before, after)| *before == ex.before && *after == ex.after)
+                    {
+                        w.add_example(row.pk, ex, now)?;
+                    }
+                }
+                w.update_track(row.pk, &track, row.support + 1, now)?;
+                Ok(track)
+            })?
+        };
+        if let Some(meta) = write(&self.table).metas.get_mut(&row.pk) {
+            meta.track = track;
+        }
+        Ok(Learned::Merged { id: row.id.clone() })
+    }
+
+    /// Adds freshly committed rows to the in-memory table and both indexes.
+    fn index_new(
+        &self,
+        rows: &[(u64, &PatternSpec, &NormalizedContext, Vec<f32>, TrackRecord)],
+    ) -> Result<()> {
+        {
+            let mut table = write(&self.table);
+            for (pk, spec, _, _, track) in rows {
+                table.insert(
+                    *pk,
+                    Meta {
+                        id: spec.id.clone(),
+                        category: spec.category,
+                        rule: spec.rule.clone(),
+                        applicability: spec.applicability,
+                        track: *track,
+                        retired: false,
+                    },
+                );
+            }
+        }
+        {
+            let mut vectors = write(&self.vectors);
+            for (pk, _, _, v, _) in rows {
+                vectors.insert(*pk, v, self.config.vector);
+            }
+        }
+        if let Some(max) = rows.iter().map(|r| r.0).max() {
+            let mut state = lock(&self.vector_state);
+            *state = (state.0.max(max), true);
+        }
+        let docs: Vec<TextDoc<'_>> = rows
+            .iter()
+            .map(|(pk, spec, sig, _, _)| TextDoc {
+                pk: *pk,
+                category: spec.category.as_str(),
+                rule: &spec.rule,
+                message: &sig.message,
+                code: &sig.code,
+            })
+            .collect();
+        self.text.add(&docs)
+    }
+
+    /// Inserts many new patterns in one transaction (all or nothing), embedding those without a
+    /// vector. Patterns whose rewrite is already known are reported, not inserted.
+    pub fn insert_many(
+        &self,
+        items: Vec<(
+            PatternSpec,
+            Option<Vec<f32>>,
+            Option<TrackRecord>,
+            Option<(i64, String)>,
+        )>,
+        now: i64,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(usize, Vec<(usize, String, String)>)> {
+        let total = items.len();
+        let mut prepared = Vec::with_capacity(total);
+        let mut skipped = Vec::new();
+        for (idx, (spec, vector, track, retired)) in items.into_iter().enumerate() {
+            spec.validate().map_err(|source| Error::Invalid {
+                id: spec.id.clone(),
+                source,
+            })?;
+            let sig = signature(&spec);
+            let vector = match vector {
+                Some(v) if v.len() == DIM => v,
+                _ => self.embedder.embed(&sig.text)?.vector,
+            };
+            let track =
+                track.unwrap_or_else(|| TrackRecord::with_prior(spec.prior.0, spec.prior.1, now));
+            prepared.push((idx, spec, sig, vector, track, retired));
+            progress(idx + 1, total);
+        }
+        let inserted: Vec<(u64, usize)> = {
+            let mut db = lock(&self.writer);
+            db.write(|w| {
+                let mut out = Vec::new();
+                for (idx, spec, sig, vector, track, retired) in &prepared {
+                    if w.id_exists(&spec.id)? {
+                        skipped.push((*idx, spec.id.clone(), "id already in the store".into()));
+                        continue;
+                    }
+                    if let Some(row) = w.row_by_fingerprint(&spec.fingerprint())? {
+                        skipped.push((
+                            *idx,
+                            spec.id.clone(),
+                            format!("same rewrite as pattern `{}`", row.id),
+                        ));
+                        continue;
+                    }
+                    let pk = w.insert(&NewRow {
+                        spec,
+                        signature: &sig.text,
+                        sig_message: &sig.message,
+                        sig_code: &sig.code,
+                        embedding: vector,
+                        model: self.embedder.model_id(),
+                        track: *track,
+                        support: 1,
+                        created_at: now,
+                        retired: retired.clone(),
+                    })?;
+                    out.push((pk, *idx));
+                }
+                Ok(out)
+            })?
+        };
+        let by_idx: HashMap<usize, u64> = inserted.iter().map(|(pk, idx)| (*idx, *pk)).collect();
+        let mut live_rows = Vec::new();
+        let mut retired_pks = Vec::new();
+        for (idx, spec, sig, vector, track, retired) in prepared {
+            if let Some(&pk) = by_idx.get(&idx) {
+                if retired.is_some() {
+                    retired_pks.push((pk, spec.clone(), sig, track));
+                } else {
+                    live_rows.push((pk, spec, sig, vector, track));
+                }
+            }
+        }
+        let refs: Vec<_> = live_rows
+            .iter()
+            .map(|(pk, spec, sig, v, t)| (*pk, spec, sig, v.clone(), *t))
+            .collect();
+        self.index_new(&refs)?;
+        {
+            let mut table = write(&self.table);
+            for (pk, spec, _, track) in &retired_pks {
+                table.insert(
+                    *pk,
+                    Meta {
+                        id: spec.id.clone(),
+                        category: spec.category,
+                        rule: spec.rule.clone(),
+                        applicability: spec.applicability,
+                        track: *track,
+                        retired: true,
+                    },
+                );
+            }
+        }
+        // Retired imports still need text docs so that the text index covers every key.
+        let docs: Vec<TextDoc<'_>> = retired_pks
+            .iter()
+            .map(|(pk, spec, sig, _)| TextDoc {
+                pk: *pk,
+                category: spec.category.as_str(),
+                rule: &spec.rule,
+                message: &sig.message,
+                code: &sig.code,
+            })
+            .collect();
+        self.text.add(&docs)?;
+        Ok((inserted.len(), skipped))
+    }
+
+    /// Records an outcome of applying a pattern and returns its updated confidence. A failure
+    /// that leaves the pattern below the retirement bar retires it at once.
+    pub fn record_outcome(&self, o: &OutcomeInput) -> Result<OutcomeResult> {
+        let pk = self.pk_of(&o.pattern_id)?;
+        let params = self.config.confidence;
+        let (recorded, track, retired_now) = {
+            let mut db = lock(&self.writer);
+            db.write(|w| {
+                let row = w
+                    .row_by_pk(pk)?
+                    .ok_or_else(|| Error::NotFound(o.pattern_id.clone()))?;
+                let inserted = w.insert_outcome(&OutcomeRow {
+                    pattern_pk: pk,
+                    success: o.success,
+                    finding: o.finding.as_deref(),
+                    duration_ms: o.duration_ms,
+                    idempotency_key: o.idempotency_key.as_deref(),
+                    at: o.at,
+                })?;
+                let mut track = row.track;
+                if !inserted {
+                    return Ok((false, track, None));
+                }
+                track.record(o.success, o.at, &params);
+                w.update_track(pk, &track, row.support, o.at)?;
+                let mut retired_now = None;
+                if row.retired.is_none() && !o.success {
+                    if let Some(reason) = track.retirement(o.at, &params) {
+                        w.retire(pk, o.at, &reason)?;
+                        retired_now = Some(reason);
+                    }
+                }
+                Ok((true, track, retired_now))
+            })?
+        };
+        let retired = {
+            let mut table = write(&self.table);
+            let was_live = table.metas.get(&pk).is_some_and(|m| !m.retired);
+            if let Some(meta) = table.metas.get_mut(&pk) {
+                meta.track = track;
+                if retired_now.is_some() {
+                    meta.retired = true;
+                }
+            }
+            if was_live && retired_now.is_some() {
+                table.live -= 1;
+            }
+            table.metas.get(&pk).is_some_and(|m| m.retired)
+        };
+        let confidence = track.confidence(o.at, &params);
+        let applicability = read(&self.table)
+            .metas
+            .get(&pk)
+            .map_or(Applicability::DisplayOnly, |m| m.applicability);
+        Ok(OutcomeResult {
+            version: SCHEMA_VERSION,
+            pattern_id: o.pattern_id.clone(),
+            recorded,
+            confidence,
+            auto_apply: !retired && auto_apply(confidence, applicability, &params),
+            successes: track.successes,
+            failures: track.failures,
+            retired: retired_now,
+        })
+    }
+
+    fn pk_of(&self, id: &str) -> Result<u64> {
+        if let Some(pk) = read(&self.table).by_id.get(id) {
+            return Ok(*pk);
+        }
+        // Added by another process since we opened.
+        self.with_reader(|db| db.row_by_id(id))?
+            .map(|r| r.pk)
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Retires a pattern by hand: it is excluded from lookups and its rewrite is never
+    /// re-learned; the record and reason are kept.
+    pub fn retire(&self, id: &str, reason: &str, now: i64) -> Result<()> {
+        let pk = self.pk_of(id)?;
+        lock(&self.writer).write(|w| w.retire(pk, now, reason))?;
+        self.mark_retired(&[pk]);
+        self.maybe_rebuild_graph()
+    }
+
+    fn mark_retired(&self, pks: &[u64]) {
+        let mut table = write(&self.table);
+        for pk in pks {
+            if let Some(meta) = table.metas.get_mut(pk) {
+                if !meta.retired {
+                    meta.retired = true;
+                    table.live -= 1;
+                }
+            }
+        }
+    }
+
+    /// Retires every live pattern whose record fails the retirement rule, and reports them.
+    pub fn prune(&self, now: i64) -> Result<PruneReport> {
+        let params = self.config.confidence;
+        let candidates: Vec<(u64, String, String, String)> = {
+            let table = read(&self.table);
+            let mut c: Vec<_> = table
+                .metas
+                .iter()
+                .filter(|(_, m)| !m.retired)
+                .filter_map(|(pk, m)| {
+                    m.track
+                        .retirement(now, &params)
+                        .map(|reason| (*pk, m.id.clone(), m.rule.clone(), reason))
+                })
+                .collect();
+            c.sort_by(|a, b| a.1.cmp(&b.1));
+            c
+        };
+        let checked = self.live_count();
+        lock(&self.writer).write(|w| {
+            for (pk, _, _, reason) in &candidates {
+                w.retire(*pk, now, reason)?;
+            }
+            Ok(())
+        })?;
+        let pks: Vec<u64> = candidates.iter().map(|c| c.0).collect();
+        self.mark_retired(&pks);
+        self.maybe_rebuild_graph()?;
+        Ok(PruneReport {
+            version: SCHEMA_VERSION,
+            checked,
+            retired: candidates
+                .into_iter()
+                .map(|(_, id, rule, reason)| RetiredPattern { id, rule, reason })
+                .collect(),
+        })
+    }
+
+    /// Rebuilds the graph without its tombstones once they pass a fraction of it.
+    fn maybe_rebuild_graph(&self) -> Result<()> {
+        let (points, live) = (read(&self.vectors).len(), self.live_count());
+        let is_graph = matches!(*read(&self.vectors), VectorIndex::Graph(_));
+        if !is_graph || points == 0 {
+            return Ok(());
+        }
+        let tombstones = points.saturating_sub(live);
+        if (tombstones as f64) / (points as f64) <= TOMBSTONE_REBUILD_FRACTION {
+            return Ok(());
+        }
+        let live_vectors = {
+            let table = read(&self.table);
+            let db = lock(&self.writer);
+            db.embeddings_after(0, DIM)?
+                .into_iter()
+                .filter(|(pk, _)| table.metas.get(pk).is_some_and(|m| !m.retired))
+                .collect::<Vec<_>>()
+        };
+        let max_pk = live_vectors.iter().map(|v| v.0).max().unwrap_or(0);
+        let rebuilt = VectorIndex::build(live_vectors, self.config.vector);
+        *write(&self.vectors) = rebuilt;
+        *lock(&self.vector_state) = (max_pk, true);
+        self.checkpoint()
+    }
+
+    /// Persists the vector graph (when there is one and it changed), so that the next open
+    /// loads it instead of rebuilding. Safe to call any time; cheap when nothing changed.
+    pub fn checkpoint(&self) -> Result<()> {
+        let (max_pk, dirty) = *lock(&self.vector_state);
+        if !dirty {
+            return Ok(());
+        }
+        let index_dir = self.config.dir.join("index");
+        let vectors = read(&self.vectors);
+        let graph_manifest = match &*vectors {
+            VectorIndex::Graph(graph) if !graph.is_empty() => {
+                let name = format!("graph-{}", unique_suffix());
+                let dir = index_dir.join(&name);
+                let basename = graph.save(&dir)?;
+                let files = SavedFiles::measure(&dir, &basename)?;
+                Some(GraphManifest {
+                    dir: name,
+                    basename,
+                    files,
+                    max_pk,
+                })
+            }
+            _ => None,
+        };
+        drop(vectors);
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            model_id: self.embedder.model_id().to_string(),
+            graph: graph_manifest.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        agency_fs::atomic_write(&index_dir.join("manifest.json"), &bytes)?;
+        remove_stale_graphs(&index_dir, graph_manifest.as_ref().map(|g| g.dir.as_str()));
+        lock(&self.vector_state).1 = false;
+        Ok(())
+    }
+
+    /// Every pattern, live first then retired, each sorted by id.
+    pub fn list(&self, now: i64, include_retired: bool) -> Result<Vec<PatternSummary>> {
+        let params = self.config.confidence;
+        let rows = self.with_reader(Db::rows)?;
+        let mut out: Vec<PatternSummary> = rows
+            .iter()
+            .filter(|r| include_retired || r.retired.is_none())
+            .map(|r| {
+                let confidence = r.track.confidence(now, &params);
+                PatternSummary {
+                    id: r.id.clone(),
+                    category: r.category.as_str().to_string(),
+                    rule: r.rule.clone(),
+                    title: r.title.clone(),
+                    confidence,
+                    auto_apply: r.retired.is_none()
+                        && auto_apply(confidence, r.applicability, &params),
+                    support: r.support,
+                    successes: r.track.successes,
+                    failures: r.track.failures,
+                    source: r.source.as_str().to_string(),
+                    retired: r.retired.is_some(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.retired.cmp(&b.retired).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Everything about one pattern.
+    pub fn show(&self, id: &str, now: i64) -> Result<PatternView> {
+        let params = self.config.confidence;
+        let (row, examples) = self.with_reader(|db| {
+            let row = db
+                .row_by_id(id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let examples = db.examples(row.pk)?;
+            Ok((row, examples))
+        })?;
+        let confidence = row.track.confidence(now, &params);
+        Ok(PatternView {
+            version: SCHEMA_VERSION,
+            id: row.id.clone(),
+            category: row.category.as_str().to_string(),
+            rule: row.rule.clone(),
+            title: row.title.clone(),
+            message: row.message.clone(),
+            explanation: row.explanation.clone(),
+            applicability: row.applicability.as_str().to_string(),
+            template: Template {
+                before: row.rewrite.before.clone(),
+                after: row.rewrite.after.clone(),
+            },
+            examples: examples.into_iter().map(example_doc).collect(),
+            source: row.source.as_str().to_string(),
+            confidence,
+            auto_apply: row.retired.is_none() && auto_apply(confidence, row.applicability, &params),
+            support: row.support,
+            successes: row.track.successes,
+            failures: row.track.failures,
+            fingerprint: row.fingerprint.clone(),
+            created_at: contract::format_rfc3339(row.created_at),
+            updated_at: contract::format_rfc3339(row.updated_at),
+            retired: row.retired.as_ref().map(|(at, reason)| Retirement {
+                at: contract::format_rfc3339(*at),
+                reason: reason.clone(),
+            }),
+        })
+    }
+
+    /// Writes every pattern (retired ones too, so that a retirement travels) as JSON lines.
+    pub fn export(&self, out: &mut dyn Write, path: &Path) -> Result<usize> {
+        let (rows, examples) = self.with_reader(|db| {
+            let rows = db.rows()?;
+            let mut examples = Vec::with_capacity(rows.len());
+            for r in &rows {
+                examples.push(db.examples(r.pk)?);
+            }
+            Ok((rows, examples))
+        })?;
+        let mut sorted: Vec<_> = rows.iter().zip(examples).collect();
+        sorted.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        for (row, examples) in &sorted {
+            let record = record_of(row, examples);
+            let line = serde_json::to_string(&record).expect("records serialise");
+            writeln!(out, "{line}").map_err(|e| Error::io(path, e))?;
+        }
+        out.flush().map_err(|e| Error::io(path, e))?;
+        Ok(sorted.len())
+    }
+
+    /// Imports JSON lines written by [`Self::export`]. Every line is validated before anything
+    /// is written; the first bad line is an error naming its number, and then nothing is
+    /// imported. The valid lines go in as one transaction.
+    pub fn import(
+        &self,
+        input: &mut dyn BufRead,
+        path: &Path,
+        now: i64,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ImportReport> {
+        let specs = parse_records(input, path)?;
+        let lines: Vec<usize> = specs.iter().map(|s| s.0).collect();
+        let items = specs
+            .into_iter()
+            .map(|(_, spec, track, retired)| (spec, None, Some(track), retired))
+            .collect();
+        let (imported, skipped) = self.insert_many(items, now, progress)?;
+        self.checkpoint()?;
+        Ok(ImportReport {
+            version: SCHEMA_VERSION,
+            imported,
+            merged: 0,
+            skipped: skipped
+                .into_iter()
+                .map(|(idx, id, reason)| SkippedLine {
+                    line: lines[idx],
+                    id,
+                    reason,
+                })
+                .collect(),
+        })
+    }
+
+    /// Reads a store metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.with_reader(|db| db.meta(key))
+    }
+
+    /// Sets a store metadata value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        lock(&self.writer).write(|w| w.set_meta(key, value))
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        let db = lock(&self.readers).pop();
+        let db = match db {
+            Some(db) => db,
+            None => Db::open(&self.config.dir.join("patterns.db"))?,
+        };
+        let result = f(&db);
+        lock(&self.readers).push(db);
+        result
+    }
+}
+
+/// The normalised error context of a pattern: category, rule, message and its first example's
+/// before-code.
+pub fn signature(spec: &PatternSpec) -> NormalizedContext {
+    let example = spec.examples.first();
+    // The fault is where the fix changed the code: the first line that differs.
+    let fault_line = example.and_then(|e| {
+        e.before
+            .lines()
+            .zip(e.after.lines().chain(std::iter::repeat("")))
+            .position(|(b, a)| b != a)
+    });
+    normalize(&ErrorContext {
+        category: Some(spec.category),
+        rule: Some(spec.rule.clone()),
+        message: spec.message.clone(),
+        code: example.map(|e| e.before.clone()),
+        fault_line,
+    })
+}
+
+fn example_doc(e: Example) -> ExampleDoc {
+    ExampleDoc {
+        before: e.before,
+        after: e.after,
+        source: e.source.as_str().to_string(),
+    }
+}
+
+fn record_of(row: &PatternRow, examples: &[Example]) -> PatternRecord {
+    PatternRecord {
+        version: SCHEMA_VERSION,
+        id: row.id.clone(),
+        category: row.category.as_str().to_string(),
+        rule: row.rule.clone(),
+        title: row.title.clone(),
+        message: row.message.clone(),
+        explanation: row.explanation.clone(),
+        applicability: row.applicability.as_str().to_string(),
+        before: row.rewrite.before.clone(),
+        after: row.rewrite.after.clone(),
+        examples: examples.iter().cloned().map(example_doc).collect(),
+        source: row.source.as_str().to_string(),
+        prior: Prior {
+            successes: row.track.prior_successes,
+            failures: row.track.prior_failures,
+        },
+        successes: row.track.successes,
+        failures: row.track.failures,
+        decayed_successes: row.track.decayed_successes,
+        decayed_failures: row.track.decayed_failures,
+        as_of: row.track.as_of,
+        created_at: row.created_at,
+        retired: row.retired.as_ref().map(|(at, reason)| RecordRetirement {
+            at: *at,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+type ParsedRecord = (usize, PatternSpec, TrackRecord, Option<(i64, String)>);
+
+/// Parses and validates every line of an export; the first problem is an error with its line.
+fn parse_records(input: &mut dyn BufRead, path: &Path) -> Result<Vec<ParsedRecord>> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let line_err = |message: String| Error::Line {
+            path: path.to_path_buf(),
+            line: line_no,
+            message,
+        };
+        let text = std::str::from_utf8(&buf).map_err(|e| {
+            line_err(format!(
+                "not valid UTF-8 ({e}); export files are UTF-8 JSON lines"
+            ))
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let record: PatternRecord = serde_json::from_str(text)
+            .map_err(|e| line_err(format!("invalid pattern record: {e}")))?;
+        if record.version > SCHEMA_VERSION {
+            return Err(line_err(format!(
+                "record version {} is newer than this agency supports ({SCHEMA_VERSION}); upgrade agency",
+                record.version
+            )));
+        }
+        let parsed = spec_of(&record).map_err(line_err)?;
+        out.push((line_no, parsed.0, parsed.1, parsed.2));
+    }
+    Ok(out)
+}
+
+fn spec_of(
+    r: &PatternRecord,
+) -> std::result::Result<(PatternSpec, TrackRecord, Option<(i64, String)>), String> {
+    let category: Category = r
+        .category
+        .parse()
+        .map_err(|e: agency_core::category::UnknownCategory| e.to_string())?;
+    let applicability: Applicability = r
+        .applicability
+        .parse()
+        .map_err(|e: agency_core::pattern::PatternError| e.to_string())?;
+    let source: Source = r
+        .source
+        .parse()
+        .map_err(|e: agency_core::pattern::PatternError| e.to_string())?;
+    let mut examples = Vec::new();
+    for e in &r.examples {
+        examples.push(Example {
+            before: e.before.clone(),
+            after: e.after.clone(),
+            source: e
+                .source
+                .parse()
+                .map_err(|e: agency_core::pattern::PatternError| e.to_string())?,
+        });
+    }
+    let spec = PatternSpec {
+        id: r.id.clone(),
+        category,
+        rule: r.rule.clone(),
+        title: r.title.clone(),
+        message: r.message.clone(),
+        explanation: r.explanation.clone(),
+        applicability,
+        rewrite: Rewrite {
+            before: r.before.clone(),
+            after: r.after.clone(),
+        },
+        examples,
+        source,
+        prior: (r.prior.successes, r.prior.failures),
+    };
+    spec.validate()
+        .map_err(|e| format!("pattern `{}`: {e}", r.id))?;
+    let finite = [
+        r.prior.successes,
+        r.prior.failures,
+        r.decayed_successes,
+        r.decayed_failures,
+    ];
+    if finite.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        return Err(format!(
+            "pattern `{}`: counts must be finite and not negative",
+            r.id
+        ));
+    }
+    let track = TrackRecord {
+        prior_successes: r.prior.successes,
+        prior_failures: r.prior.failures,
+        successes: r.successes,
+        failures: r.failures,
+        decayed_successes: r.decayed_successes,
+        decayed_failures: r.decayed_failures,
+        as_of: r.as_of,
+    };
+    let retired = r.retired.as_ref().map(|x| (x.at, x.reason.clone()));
+    Ok((spec, track, retired))
+}
+
+fn reembed_if_model_changed(
+    db: &mut Db,
+    embedder: &Embedder,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let models = db.embedding_models()?;
+    if models.iter().all(|m| m == embedder.model_id()) {
+        return Ok(());
+    }
+    let stale: Vec<PatternRow> = db.rows()?.into_iter().collect();
+    warnings.push(format!(
+        "the embedding model changed ({} -> {}); re-embedding {} patterns",
+        models.join(", "),
+        embedder.model_id(),
+        stale.len()
+    ));
+    let mut vectors = Vec::with_capacity(stale.len());
+    for row in &stale {
+        vectors.push((row.pk, embedder.embed(&row.signature)?.vector));
+    }
+    db.write(|w| {
+        for (pk, v) in &vectors {
+            w.set_embedding(*pk, v, embedder.model_id())?;
+        }
+        Ok(())
+    })?;
+    // The graph on disk holds old vectors; drop it so it is rebuilt.
+    Ok(())
+}
+
+fn open_text_index(db: &Db, dir: &Path, warnings: &mut Vec<String>) -> Result<TextIndex> {
+    let text = match TextIndex::open(dir) {
+        Ok(t) => t,
+        Err(e) => {
+            if dir.exists() {
+                warnings.push(format!(
+                    "text index is damaged ({e}); rebuilding it from the database"
+                ));
+            }
+            TextIndex::create(dir)?
+        }
+    };
+    let after = text.indexed_up_to()?;
+    let missing: Vec<TextFields> = db.text_fields_after(after)?;
+    if !missing.is_empty() {
+        let docs: Vec<TextDoc<'_>> = missing
+            .iter()
+            .map(|f| TextDoc {
+                pk: f.pk,
+                category: &f.category,
+                rule: &f.rule,
+                message: &f.message,
+                code: &f.code,
+            })
+            .collect();
+        text.add(&docs)?;
+    }
+    Ok(text)
+}
+
+fn read_manifest(index_dir: &Path, warnings: &mut Vec<String>) -> Option<Manifest> {
+    let path = index_dir.join("manifest.json");
+    let bytes = fs::read(&path).ok()?;
+    match serde_json::from_slice::<Manifest>(&bytes) {
+        Ok(m) if m.version == MANIFEST_VERSION => Some(m),
+        Ok(m) => {
+            warnings.push(format!(
+                "{} has version {}, expected {MANIFEST_VERSION}; rebuilding the vector index",
+                path.display(),
+                m.version
+            ));
+            None
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{} is damaged ({e}); rebuilding the vector index from the database",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Loads or rebuilds the vector index; returns it, its highest key, and whether it differs from
+/// what is saved on disk.
+fn open_vector_index(
+    db: &Db,
+    config: &StoreConfig,
+    table: &Table,
+    manifest: Option<&Manifest>,
+    model_id: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(VectorIndex, u64, bool)> {
+    let live = |pk: &u64| table.metas.get(pk).is_some_and(|m| !m.retired);
+    let max_pk = table.metas.keys().copied().max().unwrap_or(0);
+    if table.live <= config.vector.exact_threshold {
+        // Small: an exact scan is faster than a graph, and loading it is cheap.
+        let vectors: Vec<_> = db
+            .embeddings_after(0, DIM)?
+            .into_iter()
+            .filter(|(pk, _)| live(pk))
+            .collect();
+        let had_graph = manifest.is_some_and(|m| m.graph.is_some());
+        return Ok((
+            VectorIndex::build(vectors, config.vector),
+            max_pk,
+            had_graph,
+        ));
+    }
+    let index_dir = config.dir.join("index");
+    let loaded = manifest
+        .filter(|m| m.model_id == model_id)
+        .and_then(|m| m.graph.as_ref())
+        .map(|g| {
+            Graph::load(
+                &index_dir.join(&g.dir),
+                &g.basename,
+                &g.files,
+                config.vector,
+            )
+            .map(|graph| (graph, g.max_pk))
+        });
+    match loaded {
+        Some(Ok((graph, graph_max))) => {
+            let missing = db.embeddings_after(graph_max, DIM)?;
+            let n_missing = missing.len();
+            for (pk, v) in missing.iter().filter(|(pk, _)| live(pk)) {
+                graph.insert(*pk, v);
+            }
+            let index = VectorIndex::Graph(graph);
+            let tombstones = index.len().saturating_sub(table.live);
+            if tombstones as f64 / index.len().max(1) as f64 > TOMBSTONE_REBUILD_FRACTION {
+                return rebuild_vectors(db, config, &live, max_pk);
+            }
+            Ok((index, max_pk, n_missing > 0))
+        }
+        Some(Err(e)) => {
+            warnings.push(format!(
+                "vector index is damaged ({e}); rebuilding it from the database"
+            ));
+            rebuild_vectors(db, config, &live, max_pk)
+        }
+        None => {
+            if manifest.is_some_and(|m| m.model_id != model_id) || index_dir.exists() {
+                warnings.push(
+                    "vector index is missing or stale; rebuilding it from the database".into(),
+                );
+            }
+            rebuild_vectors(db, config, &live, max_pk)
+        }
+    }
+}
+
+fn rebuild_vectors(
+    db: &Db,
+    config: &StoreConfig,
+    live: &dyn Fn(&u64) -> bool,
+    max_pk: u64,
+) -> Result<(VectorIndex, u64, bool)> {
+    let vectors: Vec<_> = db
+        .embeddings_after(0, DIM)?
+        .into_iter()
+        .filter(|(pk, _)| live(pk))
+        .collect();
+    Ok((VectorIndex::build(vectors, config.vector), max_pk, true))
+}
+
+fn remove_stale_graphs(index_dir: &Path, keep: Option<&str>) {
+    let Ok(entries) = fs::read_dir(index_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("graph-") && Some(name.as_ref()) != keep {
+            // A stale generation only costs disk; failing to delete it is not an error.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data that is still consistent: every update
+    // to it happens after the database commit, in one step.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::embed::EmbedderConfig;
+    use std::sync::OnceLock;
+
+    /// The real model, loaded once per test process from the data directory that
+    /// `scripts/test.sh` (or `agency setup`) installs.
+    pub(crate) fn embedder() -> Arc<Embedder> {
+        static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
+        EMBEDDER
+            .get_or_init(|| {
+                let home = std::env::var_os("AGENCY_HOME").map_or_else(
+                    || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.agency-home"),
+                    PathBuf::from,
+                );
+                let config = EmbedderConfig {
+                    onnxruntime_lib: home.join("lib/libonnxruntime.so.1.31.1"),
+                    model: home.join("models/all-minilm-l6-v2-int8/model.onnx"),
+                    tokenizer: home.join("models/all-minilm-l6-v2-int8/tokenizer.json"),
+                    model_id: "test-model".into(),
+                    intra_threads: 1,
+                };
+                let embedder = Embedder::load(&config).unwrap_or_else(|e| {
+                    panic!("the embedding model is required: {e} (run scripts/test.sh or agency setup with AGENCY_HOME={})", home.display())
+                });
+                Arc::new(embedder)
+            })
+            .clone()
+    }
+
+    const NOW: i64 = 1_795_000_000;
+
+    fn spec(
+        id: &str,
+        category: Category,
+        rule: &str,
+        message: &str,
+        before: &str,
+        after: &str,
+    ) -> PatternSpec {
+        PatternSpec {
+            id: id.into(),
+            category,
+            rule: rule.into(),
+            title: format!("title of {id}"),
+            message: message.into(),
+            explanation: String::new(),
+            applicability: Applicability::Safe,
+            rewrite: Rewrite {
+                before: before.into(),
+                after: after.into(),
+            },
+            examples: vec![Example {
+                before: format!("x = {before}"),
+                after: format!("x = {after}"),
+                source: Source::Seed,
+            }],
+            source: Source::Seed,
+            prior: (0.0, 0.0),
+        }
+    }
+
+    fn open(dir: &Path) -> PatternStore {
+        PatternStore::open(StoreConfig::new(dir), embedder()).unwrap()
+    }
+
+    fn q(text: &str) -> Query<'_> {
+        Query {
+            text,
+            category: None,
+            rule: None,
+            k: 5,
+            min_confidence: None,
+            now: NOW,
+        }
+    }
+
+    fn ids(r: &QueryResponse) -> Vec<&str> {
+        r.matches.iter().map(|m| m.id.as_str()).collect()
+    }
+
+    fn small_store(dir: &Path) -> PatternStore {
+        let store = open(dir);
+        let specs = [
+            spec(
+                "runtime-none-group",
+                Category::Runtime,
+                "none-attribute",
+                "AttributeError: 'NoneType' object has no attribute 'group'",
+                "re.match(?p, ?s).group(?n)",
+                "(m.group(?n) if (m := re.match(?p, ?s)) else None)",
+            ),
+            spec(
+                "type-optional-strip",
+                Category::Type,
+                "union-attr",
+                "Item \"None\" of \"Optional[str]\" has no attribute \"strip\"",
+                "?x.strip()",
+                "(?x or \"\").strip()",
+            ),
+            spec(
+                "security-sql-format",
+                Category::Security,
+                "B608",
+                "Possible SQL injection vector through string-based query construction.",
+                "?c.execute(f\"SELECT * FROM t WHERE id = {?v}\")",
+                "?c.execute(\"SELECT * FROM t WHERE id = %s\", (?v,))",
+            ),
+            spec(
+                "style-none-comparison",
+                Category::Style,
+                "E711",
+                "Comparison to `None` should be `cond is None`",
+                "?x == None",
+                "?x is None",
+            ),
+        ];
+        for s in &specs {
+            store.learn(s, NOW).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn differently_worded_none_errors_find_each_other_above_unrelated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let a = store
+            .query(&q(
+                "'NoneType' object has no attribute 'lower' when the config key is missing",
+            ))
+            .unwrap();
+        let pos = |r: &QueryResponse, id: &str| ids(r).iter().position(|x| *x == id).unwrap();
+        assert!(
+            pos(&a, "runtime-none-group") < pos(&a, "security-sql-format"),
+            "{:?}",
+            ids(&a)
+        );
+        assert!(
+            pos(&a, "type-optional-strip") < pos(&a, "security-sql-format"),
+            "{:?}",
+            ids(&a)
+        );
+        let b = store
+            .query(&q(
+                "mypy: Item None of Optional[Match[str]] has no attribute group",
+            ))
+            .unwrap();
+        assert!(
+            pos(&b, "runtime-none-group") < pos(&b, "security-sql-format"),
+            "{:?}",
+            ids(&b)
+        );
+        let sql = store
+            .query(&q("SQL injection: query built with an f-string"))
+            .unwrap();
+        assert_eq!(ids(&sql)[0], "security-sql-format");
+    }
+
+    #[test]
+    fn unknown_errors_score_low_and_known_ones_high() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let unknown = store
+            .query(&q(
+                "the coffee machine on the third floor has run out of beans",
+            ))
+            .unwrap();
+        let best_unknown = unknown.matches.iter().map(|m| m.score).fold(0.0, f64::max);
+        let known = store
+            .query(&q(
+                "AttributeError: 'NoneType' object has no attribute 'group'",
+            ))
+            .unwrap();
+        assert_eq!(known.matches[0].id, "runtime-none-group");
+        assert!(best_unknown < 0.35, "unrelated text scored {best_unknown}");
+        assert!(known.matches[0].score > 0.6, "{}", known.matches[0].score);
+    }
+
+    #[test]
+    fn filters_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let by_category = store
+            .query(&Query {
+                category: Some(Category::Security),
+                ..q("NoneType has no attribute")
+            })
+            .unwrap();
+        assert_eq!(ids(&by_category), ["security-sql-format"]);
+        let by_rule = store
+            .query(&Query {
+                rule: Some("E711"),
+                ..q("anything at all")
+            })
+            .unwrap();
+        assert_eq!(ids(&by_rule), ["style-none-comparison"]);
+        let confident = store
+            .query(&Query {
+                min_confidence: Some(0.6),
+                ..q("NoneType has no attribute")
+            })
+            .unwrap();
+        assert!(confident.matches.is_empty());
+        for _ in 0..3 {
+            store
+                .record_outcome(&OutcomeInput {
+                    pattern_id: "style-none-comparison".into(),
+                    success: true,
+                    finding: None,
+                    duration_ms: None,
+                    idempotency_key: None,
+                    at: NOW,
+                })
+                .unwrap();
+        }
+        let confident = store
+            .query(&Query {
+                min_confidence: Some(0.6),
+                ..q("NoneType has no attribute")
+            })
+            .unwrap();
+        assert_eq!(ids(&confident), ["style-none-comparison"]);
+    }
+
+    #[test]
+    fn refinement_merges_the_same_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let mut healed = spec(
+            "style-e711-learned",
+            Category::Style,
+            "E711",
+            "Comparison to `None` should be `cond is None`",
+            "?x  ==  None",
+            "?x is None",
+        );
+        healed.source = Source::Heal;
+        healed.examples[0].before = "if user == None:\n    pass".into();
+        healed.examples[0].after = "if user is None:\n    pass".into();
+        let learned = store.learn(&healed, NOW).unwrap();
+        assert_eq!(
+            learned,
+            Learned::Merged {
+                id: "style-none-comparison".into()
+            }
+        );
+        let view = store.show("style-none-comparison", NOW).unwrap();
+        assert_eq!(view.support, 2);
+        assert_eq!(view.examples.len(), 2);
+        assert_eq!(view.successes, 1);
+        assert_eq!(store.live_count(), 4);
+    }
+
+    #[test]
+    fn failing_patterns_are_retired_and_never_relearned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let mut last = None;
+        for i in 0..5 {
+            last = Some(
+                store
+                    .record_outcome(&OutcomeInput {
+                        pattern_id: "type-optional-strip".into(),
+                        success: false,
+                        finding: Some("{\"rule\":\"union-attr\"}".into()),
+                        duration_ms: Some(10),
+                        idempotency_key: Some(format!("k{i}")),
+                        at: NOW,
+                    })
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        assert!(last.retired.is_some());
+        assert!(!last.auto_apply);
+        let r = store
+            .query(&q("Item None of Optional[str] has no attribute strip"))
+            .unwrap();
+        assert!(!ids(&r).contains(&"type-optional-strip"));
+        let again = spec(
+            "type-optional-strip-again",
+            Category::Type,
+            "union-attr",
+            "Item \"None\" of \"Optional[str]\" has no attribute \"strip\"",
+            "?x.strip()",
+            "(?x or \"\").strip()",
+        );
+        assert!(matches!(
+            store.learn(&again, NOW),
+            Err(Error::Retired { .. })
+        ));
+        let view = store.show("type-optional-strip", NOW).unwrap();
+        assert!(view.retired.is_some());
+        assert_eq!(view.failures, 5);
+    }
+
+    #[test]
+    fn prune_reports_what_it_retired_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Mixed results stay above the default bar, so nothing retires on the way.
+            let store = open(dir.path());
+            store
+                .learn(
+                    &spec(
+                        "style-x",
+                        Category::Style,
+                        "E712",
+                        "Avoid equality comparisons to `True`",
+                        "?x == True",
+                        "?x",
+                    ),
+                    NOW,
+                )
+                .unwrap();
+            for (i, ok) in [true, false, true, false, false].into_iter().enumerate() {
+                let r = store
+                    .record_outcome(&OutcomeInput {
+                        pattern_id: "style-x".into(),
+                        success: ok,
+                        finding: None,
+                        duration_ms: None,
+                        idempotency_key: Some(format!("o{i}")),
+                        at: NOW,
+                    })
+                    .unwrap();
+                assert!(r.retired.is_none());
+            }
+            assert!(store.prune(NOW).unwrap().retired.is_empty());
+        }
+        // A stricter policy applied on demand retires it, and says why.
+        let params = ConfidenceParams {
+            retire_below_upper: 0.9,
+            ..ConfidenceParams::default()
+        };
+        let store = PatternStore::open(
+            StoreConfig {
+                confidence: params,
+                ..StoreConfig::new(dir.path())
+            },
+            embedder(),
+        )
+        .unwrap();
+        let report = store.prune(NOW).unwrap();
+        assert_eq!(report.checked, 1);
+        let retired: Vec<_> = report.retired.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(retired, ["style-x"]);
+        assert!(
+            report.retired[0].reason.contains("3 of 5 attempts failed"),
+            "{}",
+            report.retired[0].reason
+        );
+        assert_eq!(store.live_count(), 0);
+        assert!(store.prune(NOW).unwrap().retired.is_empty());
+    }
+
+    #[test]
+    fn idempotency_keys_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let o = OutcomeInput {
+            pattern_id: "style-none-comparison".into(),
+            success: true,
+            finding: None,
+            duration_ms: None,
+            idempotency_key: Some("same".into()),
+            at: NOW,
+        };
+        assert!(store.record_outcome(&o).unwrap().recorded);
+        let second = store.record_outcome(&o).unwrap();
+        assert!(!second.recorded);
+        assert_eq!(second.successes, 1);
+    }
+
+    #[test]
+    fn deleted_or_damaged_indexes_are_rebuilt_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(small_store(dir.path()));
+        fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.live_count(), 4);
+        assert_eq!(
+            ids(&store.query(&q("sql injection")).unwrap())[0],
+            "security-sql-format"
+        );
+        drop(store);
+        fs::write(dir.path().join("index/text/meta.json"), b"garbage").unwrap();
+        let store = open(dir.path());
+        assert!(
+            store
+                .warnings()
+                .iter()
+                .any(|w| w.contains("text index is damaged")),
+            "{:?}",
+            store.warnings()
+        );
+        assert_eq!(
+            ids(&store.query(&q("sql injection")).unwrap())[0],
+            "security-sql-format"
+        );
+    }
+
+    #[test]
+    fn graph_mode_persists_catches_up_and_drops_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            vector: VectorParams {
+                exact_threshold: 3,
+                ..VectorParams::default()
+            },
+            ..StoreConfig::new(dir.path())
+        };
+        {
+            let store = PatternStore::open(config.clone(), embedder()).unwrap();
+            let specs = crate::seed::library().unwrap();
+            let items = specs.into_iter().map(|s| (s, None, None, None)).collect();
+            store.insert_many(items, NOW, &mut |_, _| {}).unwrap();
+            store.checkpoint().unwrap();
+            assert_eq!(store.query(&q("x")).unwrap().stats.method, "hnsw");
+        }
+        let manifest = fs::read_to_string(dir.path().join("index/manifest.json")).unwrap();
+        assert!(manifest.contains("graph-"), "{manifest}");
+        let store = PatternStore::open(config.clone(), embedder()).unwrap();
+        assert!(store.warnings().is_empty(), "{:?}", store.warnings());
+        let r = store
+            .query(&q(
+                "AttributeError: 'NoneType' object has no attribute 'group'",
+            ))
+            .unwrap();
+        assert_eq!(r.matches[0].category, "runtime", "{:?}", ids(&r));
+        // Retire most patterns: the graph is rebuilt without them, and they never come back.
+        let all = store.list(NOW, false).unwrap();
+        for p in all.iter().skip(3) {
+            store.retire(&p.id, "test", NOW).unwrap();
+        }
+        assert_eq!(store.live_count(), 3);
+        let r = store
+            .query(&Query {
+                k: 10,
+                ..q("NoneType")
+            })
+            .unwrap();
+        assert_eq!(r.matches.len(), 3);
+        assert_eq!(r.stats.method, "exact");
+    }
+
+    #[test]
+    fn bad_queries_are_clear_errors_or_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        assert!(matches!(store.query(&q("   ")), Err(Error::EmptyQuery)));
+        let huge = "AttributeError: 'NoneType' object has no attribute 'group' ".repeat(400);
+        let r = store.query(&q(&huge)).unwrap();
+        assert!(r.query.truncated);
+        assert_eq!(r.matches[0].id, "runtime-none-group");
+    }
+
+    #[test]
+    fn import_validates_every_line_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let mut exported = Vec::new();
+        store.export(&mut exported, Path::new("x.jsonl")).unwrap();
+        let text = String::from_utf8(exported.clone()).unwrap();
+        assert_eq!(text.lines().count(), 4);
+
+        let other = tempfile::tempdir().unwrap();
+        let fresh = open(other.path());
+        // A line with a missing field: error names the line, and nothing is imported.
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut broken: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        broken.as_object_mut().unwrap().remove("rule");
+        lines[2] = broken.to_string();
+        let input = lines.join("\n");
+        let err = fresh
+            .import(
+                &mut input.as_bytes(),
+                Path::new("in.jsonl"),
+                NOW,
+                &mut |_, _| {},
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in.jsonl:3") && err.contains("rule"), "{err}");
+        assert_eq!(fresh.live_count(), 0);
+        // Invalid UTF-8.
+        let mut bad = exported.clone();
+        bad.extend_from_slice(b"\xff\xfe not utf8\n");
+        let err = fresh
+            .import(
+                &mut bad.as_slice(),
+                Path::new("in.jsonl"),
+                NOW,
+                &mut |_, _| {},
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in.jsonl:5") && err.contains("UTF-8"), "{err}");
+        assert_eq!(fresh.live_count(), 0);
+        // The clean file imports whole, and a second import skips everything.
+        let report = fresh
+            .import(
+                &mut exported.as_slice(),
+                Path::new("in.jsonl"),
+                NOW,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(report.imported, 4);
+        let again = fresh
+            .import(
+                &mut exported.as_slice(),
+                Path::new("in.jsonl"),
+                NOW,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(again.imported, 0);
+        assert_eq!(again.skipped.len(), 4);
+        assert_eq!(again.skipped[0].line, 1);
+    }
+}
