@@ -30,13 +30,27 @@ pub fn progress_line(message: &str) {
     }
 }
 
+/// Whether `AGENCY_PROGRESS=plain` asked for one progress line per step on stderr.
+pub fn plain_progress() -> bool {
+    std::env::var_os("AGENCY_PROGRESS").is_some_and(|v| v == "plain")
+}
+
 /// A warning on stderr, always shown.
 pub fn warn(message: &str) {
     eprintln!("agency: warning: {message}");
 }
 
-/// A progress bar on stderr; hidden off a terminal.
+/// A progress bar on stderr; hidden off a terminal unless `AGENCY_PROGRESS=plain` asks for
+/// one line per step (for scripts and tests that follow long work).
 pub fn bar(len: usize, what: &str) -> ProgressBar {
+    if std::env::var_os("AGENCY_PROGRESS").is_some_and(|v| v == "plain") {
+        let bar = ProgressBar::with_draw_target(
+            Some(len as u64),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
+        bar.set_message(what.to_string());
+        return bar;
+    }
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

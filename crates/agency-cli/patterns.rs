@@ -319,14 +319,12 @@ fn open_store(layout: &agency_setup::Layout, args: &StoreArgs) -> anyhow::Result
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    if let Some(report) = seeded {
-        if report.added > 0 {
-            crate::output::progress_line(&format!(
-                "loaded {} seed patterns into {}",
-                report.added,
-                dir.display()
-            ));
-        }
+    if let Some(report) = seeded.filter(|r| r.added > 0) {
+        crate::output::progress_line(&format!(
+            "loaded {} seed patterns into {}",
+            report.added,
+            dir.display()
+        ));
     }
     Ok(store)
 }
@@ -338,10 +336,8 @@ fn query(layout: &agency_setup::Layout, args: &QueryArgs) -> anyhow::Result<Exit
             agency_patterns::store::MAX_K
         );
     }
-    if let Some(min) = args.min_confidence {
-        if !(0.0..=1.0).contains(&min) {
-            bail!("--min-confidence must be between 0 and 1, got {min}");
-        }
+    if let Some(min) = args.min_confidence.filter(|m| !(0.0..=1.0).contains(m)) {
+        bail!("--min-confidence must be between 0 and 1, got {min}");
     }
     let store = open_store(layout, &args.store)?;
     let response = store.query(&Query {
@@ -394,8 +390,8 @@ fn render_query(r: &QueryResponse) -> String {
     out.push_str(&format!(
         "\nbest match: {}\n  before: {}\n  after:  {}\n",
         best.id,
-        best.template.before.trim(),
-        best.template.after.trim()
+        best.template.before.trim().replace('\n', "\n          "),
+        best.template.after.trim().replace('\n', "\n          ")
     ));
     out.push_str(&format!(
         "\n{} patterns searched ({}) in {:.1} ms\n",
@@ -447,6 +443,7 @@ fn import(layout: &agency_setup::Layout, args: &ImportArgs) -> anyhow::Result<Ex
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let store = open_store(layout, &args.store)?;
     let bar = bar(0, "importing");
+    let plain = crate::output::plain_progress();
     let report = store.import(
         &mut BufReader::new(file),
         &args.file,
@@ -454,6 +451,9 @@ fn import(layout: &agency_setup::Layout, args: &ImportArgs) -> anyhow::Result<Ex
         &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
+            if plain {
+                eprintln!("importing {done}/{total}");
+            }
         },
     )?;
     bar.finish_and_clear();
@@ -508,7 +508,10 @@ fn write_pages(
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let rel = format!("{}/{name}", category.as_str());
-            if name.ends_with(".md") && !pages.contains_key(&rel) {
+            let markdown = Path::new(&name)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("md"));
+            if markdown && !pages.contains_key(&rel) {
                 fs::remove_file(entry.path()).with_context(|| {
                     format!("cannot remove stale page {}", entry.path().display())
                 })?;
@@ -542,9 +545,45 @@ fn bench(layout: &agency_setup::Layout, args: &BenchArgs) -> anyhow::Result<Exit
     if args.json {
         print_json(&report)?;
     } else {
-        print_text(&report.to_string())?;
+        print_text(&render_bench(&report))?;
     }
     Ok(ExitStatus::Success)
+}
+
+fn render_bench(r: &agency_patterns::bench::BenchReport) -> String {
+    let lat = |name: &str, l: &agency_patterns::bench::Latency| {
+        vec![
+            name.to_string(),
+            format!("{:.2}", l.p50_ms),
+            format!("{:.2}", l.p95_ms),
+            format!("{:.2}", l.p99_ms),
+            l.samples.to_string(),
+        ]
+    };
+    let mut out = format!(
+        "{} patterns ({}, exact below {}), built in {:.1} s, opened in {:.2} s\n\n",
+        r.patterns, r.method, r.exact_threshold, r.build_s, r.open_s
+    );
+    out.push_str(&table(
+        &["latency (ms)", "p50", "p95", "p99", "samples"],
+        &[
+            lat("query end to end", &r.query),
+            lat("embedding only", &r.embed),
+            lat("hnsw search", &r.vector.hnsw),
+            lat("exact search", &r.vector.exact),
+        ],
+    ));
+    out.push_str(&format!(
+        "\nrecall@{} of HNSW against exact search: {:.3} (worst query {:.2}); exact/HNSW p50 {:.1}x\n",
+        r.k, r.vector.recall_at_k, r.vector.recall_at_k_min, r.vector.exact_over_hnsw_p50
+    ));
+    if let Some(rss) = r.memory.rss_after_open_mb {
+        out.push_str(&format!("resident memory after open: {rss:.0} MB\n"));
+    }
+    for w in &r.open_warnings {
+        out.push_str(&format!("open warning: {w}\n"));
+    }
+    out
 }
 
 #[derive(Serialize)]

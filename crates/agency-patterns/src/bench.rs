@@ -175,9 +175,6 @@ pub struct BenchReport {
     pub embed: Latency,
     /// Mean tokens the model saw per query.
     pub query_tokens_mean: f64,
-    /// Fraction of queries whose best match is a variant of the template (or seed pattern) the
-    /// query was reworded from: a sanity check that lookups find the right kind of pattern.
-    pub top1_same_family: f64,
     pub vector: VectorReport,
 }
 
@@ -219,7 +216,7 @@ pub fn run(
     progress("opening the store", 1, 1);
 
     let queries = corpus.queries(opts.queries);
-    for (text, _) in queries.iter().take(WARMUP_QUERIES) {
+    for text in queries.iter().take(WARMUP_QUERIES) {
         store.query(&lookup(text, opts.k, now))?;
     }
     let mut query_samples = Vec::with_capacity(queries.len());
@@ -227,8 +224,7 @@ pub fn run(
     let mut query_vectors = Vec::with_capacity(queries.len());
     let mut tokens = 0;
     let mut methods: Vec<String> = Vec::new();
-    let mut same_family: u32 = 0;
-    for (idx, (text, family)) in queries.iter().enumerate() {
+    for (idx, text) in queries.iter().enumerate() {
         let normalized = normalize(&ErrorContext {
             message: text.clone(),
             ..ErrorContext::default()
@@ -244,13 +240,6 @@ pub fn run(
         query_samples.push(started.elapsed());
         if !methods.contains(&response.stats.method) {
             methods.push(response.stats.method.clone());
-        }
-        let top = response
-            .matches
-            .first()
-            .and_then(|m| corpus.family_of_id(&m.id));
-        if top == Some(family.as_str()) {
-            same_family += 1;
         }
         progress("querying", idx + 1, queries.len());
     }
@@ -281,7 +270,6 @@ pub fn run(
         query: Latency::from_samples(&query_samples),
         embed: Latency::from_samples(&embed_samples),
         query_tokens_mean: tokens as f64 / queries.len() as f64,
-        top1_same_family: f64::from(same_family) / queries.len() as f64,
         vector,
     })
 }
@@ -531,37 +519,23 @@ impl Corpus {
         (spec, vector)
     }
 
-    /// `count` query texts with the family each was reworded from: mostly template messages in
-    /// other words, and seed patterns described by their titles. None equals a stored message.
-    pub fn queries(&self, count: usize) -> Vec<(String, String)> {
+    /// `count` query texts: mostly template messages in other words, and seed patterns described
+    /// by their titles. None equals a stored message.
+    pub fn queries(&self, count: usize) -> Vec<String> {
         let mut rng = Rng::new(self.seed ^ 0x5155_4552_5953);
         (0..count)
             .map(|_| {
                 let base = &self.bases[rng.below(self.bases.len())];
                 let ctx = Context::draw(&mut rng);
-                let text = match base {
+                match base {
                     Base::Seed(spec) => format!("{} in {}", spec.title, ctx.func),
                     Base::Template { family, keys, .. } => {
                         let f = &FAMILIES[*family];
                         fill(f.queries[rng.below(f.queries.len())], keys, &ctx)
                     }
-                };
-                (text, family_name(base).to_string())
+                }
             })
             .collect()
-    }
-
-    /// The family of a synthetic pattern id (`bench-<base>-<i>`).
-    pub fn family_of_id(&self, id: &str) -> Option<&str> {
-        let base: usize = id.strip_prefix("bench-")?.split('-').next()?.parse().ok()?;
-        self.bases.get(base).map(family_name)
-    }
-}
-
-fn family_name(base: &Base) -> &str {
-    match base {
-        Base::Seed(spec) => &spec.id,
-        Base::Template { family, .. } => FAMILIES[*family].name,
     }
 }
 
@@ -1317,23 +1291,18 @@ mod tests {
             let base = &corpus.vectors[i % corpus.len()];
             let cos = crate::embed::dot(&v, base);
             assert!((0.8..0.97).contains(&cos), "cosine to its base {cos}");
-            assert_eq!(
-                corpus.family_of_id(&spec.id),
-                Some(family_name(&corpus.bases[i % corpus.len()]))
-            );
         }
         assert_eq!(corpus.pattern(1234), corpus.pattern(1234));
         let queries = corpus.queries(200);
         assert_eq!(queries, corpus.queries(200));
-        for (text, family) in &queries {
+        for text in &queries {
             assert!(
                 !messages.contains(text),
                 "query equals a stored message: {text}"
             );
             assert!(!text.contains('{'), "unfilled slot: {text}");
-            assert!(corpus.bases.iter().any(|b| family_name(b) == family));
         }
-        let distinct: HashSet<_> = queries.iter().map(|q| &q.0).collect();
+        let distinct: HashSet<_> = queries.iter().collect();
         assert!(distinct.len() > 150, "{} distinct queries", distinct.len());
     }
 

@@ -444,15 +444,13 @@ fn one_line(s: &str) -> String {
 }
 
 /// Escapes the characters that markdown would read as markup in inline text, so a title such
-/// as `__init__ | *args` renders as written. `|` is escaped too, which makes the result safe in
-/// a table cell.
+/// as `__init__ | *args` renders as written. `[` and `<` open every link, image, autolink and
+/// HTML tag, so their partners need no escape. `|` is escaped too, which makes the result safe
+/// in a table cell.
 fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if matches!(
-            c,
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~'
-        ) {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | '<' | '|' | '~') {
             out.push('\\');
         }
         out.push(c);

@@ -241,7 +241,9 @@ impl Embedder {
                 }
             }
             if count > 0.0 {
-                vector.iter_mut().for_each(|v| *v /= count);
+                for v in &mut vector {
+                    *v /= count;
+                }
             }
             normalize(&mut vector);
             result.push(Embedding {
@@ -258,7 +260,9 @@ impl Embedder {
 pub fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+        for x in v.iter_mut() {
+            *x /= norm;
+        }
     }
 }
 

@@ -108,6 +108,20 @@ pub enum Learned {
     Merged { id: String },
 }
 
+/// A pattern to insert: its spec, its vector when already computed, its track record when
+/// carried over (an import), and its retirement (time, reason) when it arrives retired.
+pub type NewPattern = (
+    PatternSpec,
+    Option<Vec<f32>>,
+    Option<TrackRecord>,
+    Option<(i64, String)>,
+);
+
+/// An item of [`PatternStore::insert_many`] that was not inserted: (index, id, reason).
+pub type SkippedItem = (usize, String, String);
+
+type ParsedSpec = (PatternSpec, TrackRecord, Option<(i64, String)>);
+
 /// Per-pattern facts kept in memory for filtering and ranking.
 #[derive(Debug, Clone)]
 struct Meta {
@@ -550,15 +564,10 @@ impl PatternStore {
     /// vector. Patterns whose rewrite is already known are reported, not inserted.
     pub fn insert_many(
         &self,
-        items: Vec<(
-            PatternSpec,
-            Option<Vec<f32>>,
-            Option<TrackRecord>,
-            Option<(i64, String)>,
-        )>,
+        items: Vec<NewPattern>,
         now: i64,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(usize, Vec<(usize, String, String)>)> {
+    ) -> Result<(usize, Vec<SkippedItem>)> {
         let total = items.len();
         let mut prepared = Vec::with_capacity(total);
         let mut skipped = Vec::new();
@@ -685,11 +694,12 @@ impl PatternStore {
                 track.record(o.success, o.at, &params);
                 w.update_track(pk, &track, row.support, o.at)?;
                 let mut retired_now = None;
-                if row.retired.is_none() && !o.success {
-                    if let Some(reason) = track.retirement(o.at, &params) {
-                        w.retire(pk, o.at, &reason)?;
-                        retired_now = Some(reason);
-                    }
+                let reason = (row.retired.is_none() && !o.success)
+                    .then(|| track.retirement(o.at, &params))
+                    .flatten();
+                if let Some(reason) = reason {
+                    w.retire(pk, o.at, &reason)?;
+                    retired_now = Some(reason);
                 }
                 Ok((true, track, retired_now))
             })?
@@ -747,11 +757,9 @@ impl PatternStore {
     fn mark_retired(&self, pks: &[u64]) {
         let mut table = write(&self.table);
         for pk in pks {
-            if let Some(meta) = table.metas.get_mut(pk) {
-                if !meta.retired {
-                    meta.retired = true;
-                    table.live -= 1;
-                }
+            if let Some(meta) = table.metas.get_mut(pk).filter(|m| !m.retired) {
+                meta.retired = true;
+                table.live -= 1;
             }
         }
     }
@@ -1105,9 +1113,7 @@ fn parse_records(input: &mut dyn BufRead, path: &Path) -> Result<Vec<ParsedRecor
     Ok(out)
 }
 
-fn spec_of(
-    r: &PatternRecord,
-) -> std::result::Result<(PatternSpec, TrackRecord, Option<(i64, String)>), String> {
+fn spec_of(r: &PatternRecord) -> std::result::Result<ParsedSpec, String> {
     let category: Category = r
         .category
         .parse()
