@@ -128,6 +128,10 @@ pub struct VectorReport {
     pub recall_at_k: f64,
     /// The worst single query's recall.
     pub recall_at_k_min: f64,
+    /// Queries whose recall was below one half. On clustered data HNSW tends to miss whole
+    /// queries (the search ends in the wrong region) rather than a neighbour here and there,
+    /// which the mean hides.
+    pub queries_recall_below_half: usize,
     /// `Graph::search` for the top k.
     pub hnsw: Latency,
     /// `vector::exact_top_k`: a dot product with every vector, the baseline.
@@ -385,6 +389,7 @@ fn measure_vectors(
         ef_search: params.ef_search,
         recall_at_k: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
         recall_at_k_min: recalls.iter().copied().fold(1.0, f64::min),
+        queries_recall_below_half: recalls.iter().filter(|r| **r < 0.5).count(),
         exact_over_hnsw_p50: if hnsw.p50_ms > 0.0 {
             exact.p50_ms / hnsw.p50_ms
         } else {

@@ -1787,6 +1787,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rows_committed_before_a_crash_reach_the_indexes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(small_store(dir.path()));
+        // A process that died right after its commit, before updating any index.
+        let extra = spec(
+            "security-yaml-load",
+            Category::Security,
+            "B506",
+            "Use of unsafe yaml load. Allows instantiation of arbitrary objects.",
+            "yaml.load(?f)",
+            "yaml.safe_load(?f)",
+        );
+        let sig = signature(&extra);
+        let vector = embedder().embed(&sig.text).unwrap().vector;
+        let mut db = Db::open(&dir.path().join("patterns.db")).unwrap();
+        db.write(|w| {
+            w.insert(&NewRow {
+                spec: &extra,
+                signature: &sig.text,
+                sig_message: &sig.message,
+                sig_code: &sig.code,
+                embedding: &vector,
+                model: "test-model",
+                track: TrackRecord::with_prior(0.0, 0.0, NOW),
+                support: 1,
+                created_at: NOW,
+                retired: None,
+            })
+        })
+        .unwrap();
+        drop(db);
+        let store = open(dir.path());
+        assert_eq!(store.live_count(), 5);
+        let by_text = store
+            .text
+            .search("unsafe yaml load arbitrary objects", None, None, 5)
+            .unwrap();
+        assert!(!by_text.is_empty(), "the text index caught up");
+        let r = store
+            .query(&q("yaml.load allows arbitrary objects"))
+            .unwrap();
+        assert_eq!(r.matches[0].id, "security-yaml-load");
+        assert_eq!(r.matches[0].retrieval.vector_rank, Some(1));
+    }
+
+    #[test]
     fn graph_mode_persists_catches_up_and_drops_tombstones() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig {

@@ -1,0 +1,260 @@
+//! Criterion benches of a pattern lookup and its parts: embedding one query with the real model,
+//! HNSW search, exact search (the baseline), BM25 search, and the fused `PatternStore::query`.
+//!
+//! The data is the synthetic corpus of `agency_patterns::bench` (real embeddings of the seed
+//! library and templated error messages, perturbed with seeded noise), at 1k, 10k and 100k
+//! patterns for the index benches and 1k and 10k for the store. Fixtures are built lazily, once
+//! per process, only for the benches the filter selects: the 100k graph takes about half a
+//! minute. The model comes from `AGENCY_HOME`, or `.agency-home` in the workspace when that is
+//! unset.
+//!
+//! `cargo bench --bench patterns -- --quick '/1000$'` runs the 1k cases quickly.
+
+use std::cell::OnceCell;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agency_core::context::{ErrorContext, normalize};
+use agency_patterns::bench::{Corpus, fill_store};
+use agency_patterns::embed::{Embedder, EmbedderConfig};
+use agency_patterns::store::signature;
+use agency_patterns::text::{TextDoc, TextIndex};
+use agency_patterns::vector::{self, Graph, VectorParams};
+use agency_patterns::{PatternStore, Query, StoreConfig};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// Seed of the corpus, its patterns and its queries.
+const SEED: u64 = 42;
+/// Pattern counts of the index benches.
+const INDEX_SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+/// Pattern counts of the store bench (a store on disk is built with the model-free insert path).
+const STORE_SIZES: [usize; 2] = [1_000, 10_000];
+/// Distinct queries cycled through by each bench.
+const N_QUERIES: usize = 64;
+const K: usize = 10;
+/// `PatternStore::query` itself takes `now`; any fixed time keeps runs comparable.
+const NOW: i64 = 1_750_000_000;
+
+fn agency_home() -> PathBuf {
+    std::env::var_os("AGENCY_HOME").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.agency-home")),
+        PathBuf::from,
+    )
+}
+
+fn load_embedder() -> Arc<Embedder> {
+    let layout = agency_setup::Layout::new(agency_home());
+    let config = EmbedderConfig {
+        onnxruntime_lib: layout.onnxruntime_lib(),
+        model: layout.model(),
+        tokenizer: layout.tokenizer(),
+        model_id: "all-minilm-l6-v2-int8".into(),
+        intra_threads: 2,
+    };
+    for path in [&config.onnxruntime_lib, &config.model, &config.tokenizer] {
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/test.sh or agency setup first (AGENCY_HOME={})",
+            path.display(),
+            layout.home().display()
+        );
+    }
+    Arc::new(Embedder::load(&config).expect("the embedding model loads"))
+}
+
+/// Vectors and text of the first `n` synthetic patterns, keyed `1..=n` like store keys.
+struct Data {
+    vectors: Vec<(u64, Vec<f32>)>,
+    graph: OnceCell<Graph>,
+    text: OnceCell<TextIndex>,
+}
+
+/// Everything built once per process, each part on first use.
+struct Fixtures {
+    embedder: Arc<Embedder>,
+    corpus: Corpus,
+    /// Query texts as a user types them.
+    queries: Vec<String>,
+    /// The same, normalised as `PatternStore::query` does before embedding and BM25.
+    normalized: Vec<String>,
+    query_vectors: Vec<Vec<f32>>,
+    data: [(usize, OnceCell<Data>); 3],
+    stores: [(usize, OnceCell<(tempfile::TempDir, PatternStore)>); 2],
+}
+
+impl Fixtures {
+    fn new() -> Self {
+        let embedder = load_embedder();
+        let corpus = Corpus::embed(&embedder, SEED, &mut |_, _| {}).expect("base texts embed");
+        let queries = corpus.queries(N_QUERIES);
+        let normalized: Vec<String> = queries
+            .iter()
+            .map(|q| {
+                normalize(&ErrorContext {
+                    message: q.clone(),
+                    ..ErrorContext::default()
+                })
+                .text
+            })
+            .collect();
+        let query_vectors = normalized
+            .iter()
+            .map(|q| embedder.embed(q).expect("query embeds").vector)
+            .collect();
+        Self {
+            embedder,
+            corpus,
+            queries,
+            normalized,
+            query_vectors,
+            data: INDEX_SIZES.map(|n| (n, OnceCell::new())),
+            stores: STORE_SIZES.map(|n| (n, OnceCell::new())),
+        }
+    }
+
+    fn data(&self, n: usize) -> &Data {
+        let (_, cell) = self
+            .data
+            .iter()
+            .find(|(size, _)| *size == n)
+            .expect("a benched size");
+        cell.get_or_init(|| Data {
+            vectors: (0..n)
+                .map(|i| (i as u64 + 1, self.corpus.pattern(i).1))
+                .collect(),
+            graph: OnceCell::new(),
+            text: OnceCell::new(),
+        })
+    }
+
+    fn graph(&self, n: usize) -> &Graph {
+        let data = self.data(n);
+        data.graph.get_or_init(|| {
+            Graph::build(
+                data.vectors.iter().map(|(id, v)| (*id, v.as_slice())),
+                n,
+                VectorParams::default(),
+            )
+        })
+    }
+
+    fn text(&self, n: usize) -> &TextIndex {
+        self.data(n).text.get_or_init(|| {
+            let index = TextIndex::in_memory().expect("an in-memory index");
+            let specs: Vec<_> = (0..n).map(|i| self.corpus.pattern(i).0).collect();
+            let sigs: Vec<_> = specs.iter().map(signature).collect();
+            let docs: Vec<TextDoc<'_>> = specs
+                .iter()
+                .zip(&sigs)
+                .enumerate()
+                .map(|(i, (spec, sig))| TextDoc {
+                    pk: i as u64 + 1,
+                    category: spec.category.as_str(),
+                    rule: &spec.rule,
+                    message: &sig.message,
+                    code: &sig.code,
+                })
+                .collect();
+            index.add(&docs).expect("documents index");
+            index
+        })
+    }
+
+    fn store(&self, n: usize) -> &PatternStore {
+        let (_, cell) = self
+            .stores
+            .iter()
+            .find(|(size, _)| *size == n)
+            .expect("a benched size");
+        &cell
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store =
+                    PatternStore::open(StoreConfig::new(dir.path()), Arc::clone(&self.embedder))
+                        .expect("the store opens");
+                fill_store(&store, &self.corpus, 0..n, NOW, &mut |_, _| {})
+                    .expect("patterns insert");
+                store.checkpoint().expect("the store saves");
+                (dir, store)
+            })
+            .1
+    }
+}
+
+/// Cycles through `items`, one per call.
+fn cycle<'a, T>(items: &'a [T]) -> impl FnMut() -> &'a T + 'a {
+    let mut idx = 0;
+    move || {
+        idx = (idx + 1) % items.len();
+        &items[idx]
+    }
+}
+
+fn patterns(c: &mut Criterion) {
+    let fx = Fixtures::new();
+
+    let mut group = c.benchmark_group("embed");
+    group.bench_function("query", |b| {
+        let mut next = cycle(&fx.normalized);
+        b.iter(|| fx.embedder.embed(black_box(next())).expect("query embeds"));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("exact");
+    for n in INDEX_SIZES {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let data = fx.data(n);
+            let mut next = cycle(&fx.query_vectors);
+            b.iter(|| vector::exact_top_k(&data.vectors, black_box(next()), K));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("hnsw");
+    for n in INDEX_SIZES {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let graph = fx.graph(n);
+            let mut next = cycle(&fx.query_vectors);
+            b.iter(|| graph.search(black_box(next()), K, &|_| true, 1.0));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("bm25");
+    for n in INDEX_SIZES {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let text = fx.text(n);
+            let mut next = cycle(&fx.normalized);
+            b.iter(|| {
+                text.search(black_box(next()), None, None, K)
+                    .expect("BM25 search")
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("query");
+    for n in STORE_SIZES {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let store = fx.store(n);
+            let mut next = cycle(&fx.queries);
+            b.iter(|| {
+                store
+                    .query(&Query {
+                        text: black_box(next()),
+                        category: None,
+                        rule: None,
+                        k: K,
+                        min_confidence: None,
+                        now: NOW,
+                    })
+                    .expect("the query runs")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, patterns);
+criterion_main!(benches);
