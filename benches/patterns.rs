@@ -216,7 +216,7 @@ fn patterns(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let graph = fx.graph(n);
             let mut next = cycle(&fx.query_vectors);
-            b.iter(|| graph.search(black_box(next()), K, &|_| true, 1.0));
+            b.iter(|| graph.search(black_box(next()), K, None, 1.0));
         });
     }
     group.finish();

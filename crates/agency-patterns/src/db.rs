@@ -95,6 +95,18 @@ pub struct PatternRow {
     pub retired: Option<(i64, String)>,
 }
 
+/// The columns of a pattern that lookups filter and rank on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaRow {
+    pub pk: u64,
+    pub id: String,
+    pub category: Category,
+    pub rule: String,
+    pub applicability: Applicability,
+    pub track: TrackRecord,
+    pub retired: bool,
+}
+
 /// What the text index needs of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextFields {
@@ -220,6 +232,56 @@ impl Db {
     /// Every pattern row, live and retired, in primary-key order.
     pub fn rows(&self) -> Result<Vec<PatternRow>> {
         self.rows_where("1 = 1", [])
+    }
+
+    /// The light columns of every row, for the store's in-memory table: reading whole rows of a
+    /// large store at open would cost time and memory for text that lookups never filter on.
+    pub fn meta_rows(&self) -> Result<Vec<MetaRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT pk, id, category, rule, applicability, prior_successes, prior_failures,
+                    successes, failures, decayed_successes, decayed_failures, as_of,
+                    retired_at IS NOT NULL
+                 FROM patterns ORDER BY pk",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    TrackRecord {
+                        prior_successes: r.get(5)?,
+                        prior_failures: r.get(6)?,
+                        successes: r.get(7)?,
+                        failures: r.get(8)?,
+                        decayed_successes: r.get(9)?,
+                        decayed_failures: r.get(10)?,
+                        as_of: r.get(11)?,
+                    },
+                    r.get::<_, bool>(12)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pk, id, category, rule, applicability, track, retired) =
+                row.map_err(|e| self.err(e))?;
+            out.push(MetaRow {
+                pk,
+                id,
+                category: category.parse().map_err(|e| self.corrupt(pk, &e))?,
+                rule,
+                applicability: applicability.parse().map_err(|e| self.corrupt(pk, &e))?,
+                track,
+                retired,
+            });
+        }
+        Ok(out)
     }
 
     /// Rows with a primary key above `pk`.

@@ -99,6 +99,8 @@ fn build_session(
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         .with_intra_threads(intra_threads)?
         .with_inter_threads(1)?
+        .with_memory_pattern(false)?
+        .with_prepacking(false)?
         // Spinning threads double latency on a shared 2-core machine.
         .with_intra_op_spinning(false)?
         .with_inter_op_spinning(false)?

@@ -24,7 +24,7 @@ use agency_core::pattern::{Example, PatternSpec, Rewrite};
 use agency_core::{Applicability, Category, Source};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, NewRow, OutcomeRow, PatternRow, TextFields};
+use crate::db::{Db, MetaRow, NewRow, OutcomeRow, PatternRow, TextFields};
 use crate::embed::{DIM, Embedder, dot};
 use crate::error::{Error, Result};
 use crate::text::{TextDoc, TextIndex};
@@ -133,9 +133,53 @@ struct Meta {
     retired: bool,
 }
 
+/// Per-pattern facts indexed by primary key. Keys are dense (SQLite AUTOINCREMENT from 1), so
+/// a vector beats a hash map on the hot path: the vector filter calls `get` for every node the
+/// graph search visits.
+#[derive(Debug, Default)]
+struct Metas {
+    slots: Vec<Option<Meta>>,
+    len: usize,
+}
+
+impl Metas {
+    fn get(&self, pk: u64) -> Option<&Meta> {
+        self.slots.get(usize::try_from(pk).ok()?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, pk: u64) -> Option<&mut Meta> {
+        self.slots.get_mut(usize::try_from(pk).ok()?)?.as_mut()
+    }
+
+    fn insert(&mut self, pk: u64, meta: Meta) {
+        let idx = usize::try_from(pk).expect("primary keys fit in memory");
+        if idx >= self.slots.len() {
+            self.slots.resize_with(idx + 1, || None);
+        }
+        if self.slots[idx].replace(meta).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Meta)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(pk, m)| m.as_ref().map(|m| (pk as u64, m)))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(pk, _)| pk)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Table {
-    metas: HashMap<u64, Meta>,
+    metas: Metas,
     by_id: HashMap<String, u64>,
     live: usize,
 }
@@ -149,23 +193,22 @@ impl Table {
         self.metas.insert(pk, meta);
     }
 
-    fn from_rows(rows: &[PatternRow]) -> Self {
+    fn from_rows(rows: Vec<MetaRow>) -> Self {
         let mut t = Table::default();
         for r in rows {
-            t.insert(r.pk, meta_of(r));
+            t.insert(
+                r.pk,
+                Meta {
+                    id: r.id,
+                    category: r.category,
+                    rule: r.rule,
+                    applicability: r.applicability,
+                    track: r.track,
+                    retired: r.retired,
+                },
+            );
         }
         t
-    }
-}
-
-fn meta_of(r: &PatternRow) -> Meta {
-    Meta {
-        id: r.id.clone(),
-        category: r.category,
-        rule: r.rule.clone(),
-        applicability: r.applicability,
-        track: r.track,
-        retired: r.retired.is_some(),
     }
 }
 
@@ -212,17 +255,27 @@ impl PatternStore {
     /// Opens (creating if needed) the store in `config.dir` and brings its indexes up to date
     /// with the database, rebuilding any that are missing or damaged.
     pub fn open(config: StoreConfig, embedder: Arc<Embedder>) -> Result<Self> {
+        let _span = tracing::debug_span!("open store", dir = %config.dir.display()).entered();
+        let started = Instant::now();
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         let db_path = config.dir.join("patterns.db");
         let mut db = Db::open(&db_path)?;
         let mut warnings = Vec::new();
 
         reembed_if_model_changed(&mut db, &embedder, &mut warnings)?;
-        let rows = db.rows()?;
-        let table = Table::from_rows(&rows);
+        let table = Table::from_rows(db.meta_rows()?);
+        tracing::debug!(
+            patterns = table.metas.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "table loaded"
+        );
 
         let index_dir = config.dir.join("index");
         let text = open_text_index(&db, &index_dir.join("text"), &mut warnings)?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "text index open"
+        );
         let manifest = read_manifest(&index_dir, &mut warnings);
         let (vectors, max_pk, dirty) = open_vector_index(
             &db,
@@ -233,6 +286,11 @@ impl PatternStore {
             &mut warnings,
         )?;
 
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis(),
+            method = vectors.method().as_str(),
+            "vector index open"
+        );
         let store = Self {
             config,
             embedder,
@@ -289,38 +347,53 @@ impl PatternStore {
             code: None,
             fault_line: None,
         });
-        let embedding = self.embedder.embed(&normalized.text)?;
         let candidates = (k * CANDIDATES_PER_MATCH).max(MIN_CANDIDATES);
         let params = self.config.confidence;
+        let allow_in = |table: &Table, pk: u64| {
+            table.metas.get(pk).is_some_and(|m| {
+                !m.retired
+                    && q.category.is_none_or(|c| c == m.category)
+                    && q.rule.is_none_or(|r| r == m.rule)
+                    && q.min_confidence
+                        .is_none_or(|min| m.track.confidence(q.now, &params) >= min)
+            })
+        };
+        // BM25 needs no embedding: run it while the model works, so that the critical path is
+        // the embedding plus the vector search only.
+        let (embedding, text_hits) = std::thread::scope(|scope| {
+            let text = scope.spawn(|| {
+                self.text.search(
+                    &normalized.text,
+                    q.category.map(Category::as_str),
+                    q.rule,
+                    candidates * 2,
+                )
+            });
+            let embedding = self.embedder.embed(&normalized.text);
+            let text_hits = text
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (embedding, text_hits)
+        });
+        let embedding = embedding?;
+        let text_hits = text_hits?;
 
         let (vector_hits, text_hits, method, live, scores) = {
             let table = read(&self.table);
-            let allow = |pk: u64| {
-                table.metas.get(&pk).is_some_and(|m| {
-                    !m.retired
-                        && q.category.is_none_or(|c| c == m.category)
-                        && q.rule.is_none_or(|r| r == m.rule)
-                        && q.min_confidence
-                            .is_none_or(|min| m.track.confidence(q.now, &params) >= min)
-                })
-            };
+            let allow = |pk: u64| allow_in(&table, pk);
             let filtered = q.category.is_some() || q.rule.is_some() || q.min_confidence.is_some();
             let selectivity = if filtered {
-                let allowed = table.metas.keys().filter(|pk| allow(**pk)).count();
+                let allowed = table.metas.keys().filter(|pk| allow(*pk)).count();
                 allowed as f64 / table.metas.len().max(1) as f64
             } else {
                 table.live as f64 / table.metas.len().max(1) as f64
             };
             let vectors = read(&self.vectors);
-            let vector_hits = vectors.search(&embedding.vector, candidates, &allow, selectivity);
-            let text_hits: Vec<(u64, f32)> = self
-                .text
-                .search(
-                    &normalized.text,
-                    q.category.map(Category::as_str),
-                    q.rule,
-                    candidates * 2,
-                )?
+            // With no filter and no tombstones every point qualifies: skip the per-node check.
+            let everything = !filtered && table.live == vectors.len();
+            let filter: Option<&dyn Fn(u64) -> bool> = if everything { None } else { Some(&allow) };
+            let vector_hits = vectors.search(&embedding.vector, candidates, filter, selectivity);
+            let text_hits: Vec<(u64, f32)> = text_hits
                 .into_iter()
                 .filter(|(pk, _)| allow(*pk))
                 .take(candidates)
@@ -510,7 +583,7 @@ impl PatternStore {
                 Ok(track)
             })?
         };
-        if let Some(meta) = write(&self.table).metas.get_mut(&row.pk) {
+        if let Some(meta) = write(&self.table).metas.get_mut(row.pk) {
             meta.track = track;
         }
         Ok(Learned::Merged { id: row.id.clone() })
@@ -538,10 +611,8 @@ impl PatternStore {
             }
         }
         {
-            let mut vectors = write(&self.vectors);
-            for (pk, _, _, v, _) in rows {
-                vectors.insert(*pk, v, self.config.vector);
-            }
+            let batch: Vec<(u64, &[f32])> = rows.iter().map(|r| (r.0, r.3.as_slice())).collect();
+            write(&self.vectors).insert_batch(&batch, self.config.vector);
         }
         if let Some(max) = rows.iter().map(|r| r.0).max() {
             let mut state = lock(&self.vector_state);
@@ -706,8 +777,8 @@ impl PatternStore {
         };
         let retired = {
             let mut table = write(&self.table);
-            let was_live = table.metas.get(&pk).is_some_and(|m| !m.retired);
-            if let Some(meta) = table.metas.get_mut(&pk) {
+            let was_live = table.metas.get(pk).is_some_and(|m| !m.retired);
+            if let Some(meta) = table.metas.get_mut(pk) {
                 meta.track = track;
                 if retired_now.is_some() {
                     meta.retired = true;
@@ -716,12 +787,12 @@ impl PatternStore {
             if was_live && retired_now.is_some() {
                 table.live -= 1;
             }
-            table.metas.get(&pk).is_some_and(|m| m.retired)
+            table.metas.get(pk).is_some_and(|m| m.retired)
         };
         let confidence = track.confidence(o.at, &params);
         let applicability = read(&self.table)
             .metas
-            .get(&pk)
+            .get(pk)
             .map_or(Applicability::DisplayOnly, |m| m.applicability);
         Ok(OutcomeResult {
             version: SCHEMA_VERSION,
@@ -757,7 +828,7 @@ impl PatternStore {
     fn mark_retired(&self, pks: &[u64]) {
         let mut table = write(&self.table);
         for pk in pks {
-            if let Some(meta) = table.metas.get_mut(pk).filter(|m| !m.retired) {
+            if let Some(meta) = table.metas.get_mut(*pk).filter(|m| !m.retired) {
                 meta.retired = true;
                 table.live -= 1;
             }
@@ -776,7 +847,7 @@ impl PatternStore {
                 .filter_map(|(pk, m)| {
                     m.track
                         .retirement(now, &params)
-                        .map(|reason| (*pk, m.id.clone(), m.rule.clone(), reason))
+                        .map(|reason| (pk, m.id.clone(), m.rule.clone(), reason))
                 })
                 .collect();
             c.sort_by(|a, b| a.1.cmp(&b.1));
@@ -818,7 +889,7 @@ impl PatternStore {
             let db = lock(&self.writer);
             db.embeddings_after(0, DIM)?
                 .into_iter()
-                .filter(|(pk, _)| table.metas.get(pk).is_some_and(|m| !m.retired))
+                .filter(|(pk, _)| table.metas.get(*pk).is_some_and(|m| !m.retired))
                 .collect::<Vec<_>>()
         };
         let max_pk = live_vectors.iter().map(|v| v.0).max().unwrap_or(0);
@@ -1273,8 +1344,8 @@ fn open_vector_index(
     model_id: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(VectorIndex, u64, bool)> {
-    let live = |pk: &u64| table.metas.get(pk).is_some_and(|m| !m.retired);
-    let max_pk = table.metas.keys().copied().max().unwrap_or(0);
+    let live = |pk: &u64| table.metas.get(*pk).is_some_and(|m| !m.retired);
+    let max_pk = table.metas.keys().max().unwrap_or(0);
     if table.live <= config.vector.exact_threshold {
         // Small: an exact scan is faster than a graph, and loading it is cheap.
         let vectors: Vec<_> = db
