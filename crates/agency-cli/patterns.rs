@@ -511,7 +511,11 @@ fn write_pages(
             let markdown = Path::new(&name)
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("md"));
-            if markdown && !pages.contains_key(&rel) {
+            // Only pages this command wrote (they link back to the index) are removed.
+            let generated = markdown
+                && fs::read_to_string(entry.path())
+                    .is_ok_and(|t| t.contains("[Back to all patterns](../README.md)"));
+            if generated && !pages.contains_key(&rel) {
                 fs::remove_file(entry.path()).with_context(|| {
                     format!("cannot remove stale page {}", entry.path().display())
                 })?;

@@ -63,8 +63,9 @@ CREATE TABLE outcomes (
     success INTEGER NOT NULL,
     finding TEXT,
     duration_ms INTEGER,
-    idempotency_key TEXT UNIQUE,
-    at INTEGER NOT NULL
+    idempotency_key TEXT,
+    at INTEGER NOT NULL,
+    UNIQUE (pattern_pk, idempotency_key)
 );
 CREATE INDEX outcomes_pattern ON outcomes(pattern_pk);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -177,26 +178,60 @@ impl Db {
     }
 
     fn migrate(&self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
+        let version = |c: &Connection| -> rusqlite::Result<i64> {
+            c.pragma_query_value(None, "user_version", |r| r.get(0))
+        };
+        if version(&self.conn).map_err(|e| self.err(e))? == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // Read the version again inside the write transaction: two processes opening a new
+        // store at once must not both apply the same migration.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.err(e))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::NewerSchema {
-                path: self.path.clone(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let target = idx as i64 + 1;
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {target}; COMMIT;"
-                ))
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(())
+        let result = (|| -> Result<()> {
+            let found = version(&self.conn).map_err(|e| self.err(e))?;
+            if found > SCHEMA_VERSION {
+                return Err(Error::NewerSchema {
+                    path: self.path.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            for (idx, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+                self.conn
+                    .execute_batch(&format!("{sql}; PRAGMA user_version = {};", idx + 1))
+                    .map_err(|e| self.err(e))?;
+            }
+            if found == 0 {
+                self.conn
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('store_id', ?1)",
+                        [new_store_id(&self.path)],
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })();
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.conn.execute_batch(end).map_err(|e| self.err(e))?;
+        result
+    }
+
+    /// The random id given to this database when it was created; derived indexes record it, so
+    /// that an index built from another database (a restored or replaced file) is rebuilt.
+    pub fn store_id(&self) -> Result<String> {
+        Ok(self.meta("store_id")?.unwrap_or_default())
+    }
+
+    /// The highest primary key ever assigned (0 for a new database).
+    pub fn max_pk(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(pk), 0) FROM patterns", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v as u64)
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {
@@ -492,19 +527,6 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
-    /// Whether an outcome with this idempotency key was already recorded.
-    pub fn outcome_key_exists(&self, key: &str) -> Result<bool> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM outcomes WHERE idempotency_key = ?1",
-                [key],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(|e| self.err(e))
-    }
-
     fn corrupt(&self, pk: u64, detail: &dyn std::fmt::Display) -> Error {
         Error::Corrupt {
             path: self.path.clone(),
@@ -624,7 +646,7 @@ impl Writer<'_> {
                 "INSERT INTO outcomes (pattern_pk, success, finding, duration_ms,
                     idempotency_key, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(idempotency_key) DO NOTHING",
+                 ON CONFLICT(pattern_pk, idempotency_key) DO NOTHING",
                 params![
                     o.pattern_pk as i64,
                     o.success,
@@ -783,6 +805,20 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PatternRow>> {
         updated_at: r.get(22)?,
         retired: retired_at.map(|at| (at, retired_reason.unwrap_or_default())),
     }))
+}
+
+/// A fresh store id: a hash of the path, the time and the process, unique enough to tell two
+/// databases apart.
+fn new_store_id(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(path.to_string_lossy().as_bytes());
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    agency_core::pattern::hex(&h.finalize()[..8])
 }
 
 /// Little-endian f32s.

@@ -28,6 +28,8 @@ pub enum Error {
     Model { path: PathBuf, message: String },
     #[error("embedding failed: {0}")]
     Embed(String),
+    #[error("index {path} is being written by another agency process; wait for it to finish")]
+    Locked { path: PathBuf },
     #[error("index {path}: {message}")]
     Index { path: PathBuf, message: String },
     #[error(

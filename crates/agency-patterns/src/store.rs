@@ -216,6 +216,9 @@ impl Table {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Manifest {
     version: u32,
+    /// The database the graph was built from (see `Db::store_id`).
+    #[serde(default)]
+    store_id: String,
     model_id: String,
     graph: Option<GraphManifest>,
 }
@@ -413,7 +416,8 @@ impl PatternStore {
         let mut matches = Vec::with_capacity(k);
         self.with_reader(|db| {
             for f in fused.iter().take(k) {
-                let Some(row) = db.row_by_pk(f.id)? else {
+                // The in-memory filter is a snapshot; another process may have retired it since.
+                let Some(row) = db.row_by_pk(f.id)?.filter(|r| r.retired.is_none()) else {
                     continue;
                 };
                 let score = match scores.get(&f.id) {
@@ -530,7 +534,7 @@ impl PatternStore {
             return self.merge(&row, spec, now);
         }
         let pk = pk.expect("either inserted or merged");
-        self.index_new(&[(pk, spec, &sig, embedding.vector, track)])?;
+        self.index_new(&[(pk, spec, &sig, embedding.vector, track)]);
         if spec.source == Source::Heal {
             // The heal it was learned from was verified: that is its first success.
             self.record_outcome(&OutcomeInput {
@@ -548,21 +552,27 @@ impl PatternStore {
     }
 
     fn merge(&self, row: &PatternRow, spec: &PatternSpec, now: i64) -> Result<Learned> {
-        if let Some((_, reason)) = &row.retired {
-            return Err(Error::Retired {
-                id: row.id.clone(),
-                reason: reason.clone(),
-            });
-        }
         let params = self.config.confidence;
+        let pk = row.pk;
         let track = {
             let mut db = lock(&self.writer);
             db.write(|w| {
+                // The row as it is now: an outcome or a retirement may have landed since it
+                // was looked up.
+                let row = w
+                    .row_by_pk(pk)?
+                    .ok_or_else(|| Error::NotFound(row.id.clone()))?;
+                if let Some((_, reason)) = &row.retired {
+                    return Err(Error::Retired {
+                        id: row.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
                 let mut track = row.track;
                 if spec.source == Source::Heal {
                     track.record(true, now, &params);
                     w.insert_outcome(&OutcomeRow {
-                        pattern_pk: row.pk,
+                        pattern_pk: pk,
                         success: true,
                         finding: None,
                         duration_ms: None,
@@ -570,30 +580,27 @@ impl PatternStore {
                         at: now,
                     })?;
                 }
-                let existing = w.examples(row.pk)?;
+                let existing = w.examples(pk)?;
                 for ex in &spec.examples {
                     if !existing
                         .iter()
                         .any(|(before, after)| *before == ex.before && *after == ex.after)
                     {
-                        w.add_example(row.pk, ex, now)?;
+                        w.add_example(pk, ex, now)?;
                     }
                 }
-                w.update_track(row.pk, &track, row.support + 1, now)?;
+                w.update_track(pk, &track, row.support + 1, now)?;
                 Ok(track)
             })?
         };
-        if let Some(meta) = write(&self.table).metas.get_mut(row.pk) {
+        if let Some(meta) = write(&self.table).metas.get_mut(pk) {
             meta.track = track;
         }
         Ok(Learned::Merged { id: row.id.clone() })
     }
 
     /// Adds freshly committed rows to the in-memory table and both indexes.
-    fn index_new(
-        &self,
-        rows: &[(u64, &PatternSpec, &NormalizedContext, Vec<f32>, TrackRecord)],
-    ) -> Result<()> {
+    fn index_new(&self, rows: &[(u64, &PatternSpec, &NormalizedContext, Vec<f32>, TrackRecord)]) {
         {
             let mut table = write(&self.table);
             for (pk, spec, _, _, track) in rows {
@@ -628,7 +635,15 @@ impl PatternStore {
                 code: &sig.code,
             })
             .collect();
-        self.text.add(&docs)
+        self.add_text(&docs);
+    }
+
+    /// Adds committed rows to the text index. The rows are already durable, so a failure here
+    /// is not the caller's failure: it is logged, and the next open catches the index up.
+    fn add_text(&self, docs: &[TextDoc<'_>]) {
+        if let Err(e) = self.text.add(docs) {
+            tracing::warn!(error = %e, rows = docs.len(), "text index not updated; it catches up at the next open");
+        }
     }
 
     /// Inserts many new patterns in one transaction (all or nothing), embedding those without a
@@ -707,7 +722,7 @@ impl PatternStore {
             .iter()
             .map(|(pk, spec, sig, v, t)| (*pk, spec, sig, v.clone(), *t))
             .collect();
-        self.index_new(&refs)?;
+        self.index_new(&refs);
         {
             let mut table = write(&self.table);
             for (pk, spec, _, track) in &retired_pks {
@@ -735,7 +750,7 @@ impl PatternStore {
                 code: &sig.code,
             })
             .collect();
-        self.text.add(&docs)?;
+        self.add_text(&docs);
         Ok((inserted.len(), skipped))
     }
 
@@ -875,8 +890,13 @@ impl PatternStore {
 
     /// Rebuilds the graph without its tombstones once they pass a fraction of it.
     fn maybe_rebuild_graph(&self) -> Result<()> {
-        let (points, live) = (read(&self.vectors).len(), self.live_count());
-        let is_graph = matches!(*read(&self.vectors), VectorIndex::Graph(_));
+        // One lock at a time: taking the table while holding the vectors would invert the
+        // order `query` uses.
+        let live = self.live_count();
+        let (points, is_graph) = {
+            let vectors = read(&self.vectors);
+            (vectors.len(), matches!(*vectors, VectorIndex::Graph(_)))
+        };
         if !is_graph || points == 0 {
             return Ok(());
         }
@@ -884,11 +904,10 @@ impl PatternStore {
         if (tombstones as f64) / (points as f64) <= TOMBSTONE_REBUILD_FRACTION {
             return Ok(());
         }
+        let all = self.with_reader(|db| db.embeddings_after(0, DIM))?;
         let live_vectors = {
             let table = read(&self.table);
-            let db = lock(&self.writer);
-            db.embeddings_after(0, DIM)?
-                .into_iter()
+            all.into_iter()
                 .filter(|(pk, _)| table.metas.get(*pk).is_some_and(|m| !m.retired))
                 .collect::<Vec<_>>()
         };
@@ -924,8 +943,10 @@ impl PatternStore {
             _ => None,
         };
         drop(vectors);
+        let store_id = lock(&self.writer).store_id()?;
         let manifest = Manifest {
             version: MANIFEST_VERSION,
+            store_id,
             model_id: self.embedder.model_id().to_string(),
             graph: graph_manifest.clone(),
         };
@@ -1226,6 +1247,20 @@ fn spec_of(r: &PatternRecord) -> std::result::Result<ParsedSpec, String> {
     };
     spec.validate()
         .map_err(|e| format!("pattern `{}`: {e}", r.id))?;
+    const MAX_COUNT: u32 = 1_000_000_000;
+    const MAX_UNIX_S: i64 = 253_402_300_799; // 9999-12-31
+    if r.successes > MAX_COUNT || r.failures > MAX_COUNT {
+        return Err(format!(
+            "pattern `{}`: outcome counts above {MAX_COUNT}",
+            r.id
+        ));
+    }
+    if !(0..=MAX_UNIX_S).contains(&r.as_of) || !(0..=MAX_UNIX_S).contains(&r.created_at) {
+        return Err(format!(
+            "pattern `{}`: as_of and created_at must be unix seconds",
+            r.id
+        ));
+    }
     let finite = [
         r.prior.successes,
         r.prior.failures,
@@ -1282,7 +1317,18 @@ fn reembed_if_model_changed(
 }
 
 fn open_text_index(db: &Db, dir: &Path, warnings: &mut Vec<String>) -> Result<TextIndex> {
-    let text = match TextIndex::open(dir) {
+    let store_id = db.store_id()?;
+    let max_pk = db.max_pk()?;
+    let opened = TextIndex::open(dir).and_then(|t| {
+        // An index of another database (a restored or replaced file) is as good as damaged.
+        let owner = t.recorded_owner()?;
+        let covered = t.indexed_up_to()?;
+        if owner.as_deref().is_some_and(|o| o != store_id) || covered > max_pk {
+            return Err(Error::index(dir, "it was built from another database"));
+        }
+        Ok(t)
+    });
+    let text = match opened {
         Ok(t) => t,
         Err(e) => {
             if dir.exists() {
@@ -1292,7 +1338,8 @@ fn open_text_index(db: &Db, dir: &Path, warnings: &mut Vec<String>) -> Result<Te
             }
             TextIndex::create(dir)?
         }
-    };
+    }
+    .with_owner(&store_id);
     let after = text.indexed_up_to()?;
     let missing: Vec<TextFields> = db.text_fields_after(after)?;
     if !missing.is_empty() {
@@ -1306,7 +1353,14 @@ fn open_text_index(db: &Db, dir: &Path, warnings: &mut Vec<String>) -> Result<Te
                 code: &f.code,
             })
             .collect();
-        text.add(&docs)?;
+        match text.add(&docs) {
+            Ok(()) => {}
+            Err(e @ Error::Locked { .. }) => warnings.push(format!(
+                "{e}; {} new patterns are found by vector search only until it catches up",
+                docs.len()
+            )),
+            Err(e) => return Err(e),
+        }
     }
     Ok(text)
 }
@@ -1361,9 +1415,11 @@ fn open_vector_index(
         ));
     }
     let index_dir = config.dir.join("index");
+    let store_id = db.store_id()?;
     let loaded = manifest
-        .filter(|m| m.model_id == model_id)
+        .filter(|m| m.model_id == model_id && m.store_id == store_id)
         .and_then(|m| m.graph.as_ref())
+        .filter(|g| g.max_pk <= max_pk)
         .map(|g| {
             Graph::load(
                 &index_dir.join(&g.dir),
@@ -1394,7 +1450,7 @@ fn open_vector_index(
             rebuild_vectors(db, config, &live, max_pk)
         }
         None => {
-            if manifest.is_some_and(|m| m.model_id != model_id) || index_dir.exists() {
+            if manifest.is_some() || index_dir.exists() {
                 warnings.push(
                     "vector index is missing or stale; rebuilding it from the database".into(),
                 );
@@ -1827,6 +1883,72 @@ pub(crate) mod tests {
         let second = store.record_outcome(&o).unwrap();
         assert!(!second.recorded);
         assert_eq!(second.successes, 1);
+    }
+
+    #[test]
+    fn idempotency_keys_are_per_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        for id in ["style-none-comparison", "security-sql-format"] {
+            let r = store
+                .record_outcome(&OutcomeInput {
+                    pattern_id: id.into(),
+                    success: true,
+                    finding: None,
+                    duration_ms: None,
+                    idempotency_key: Some("finding-42".into()),
+                    at: NOW,
+                })
+                .unwrap();
+            assert!(r.recorded, "{id}");
+            assert_eq!(r.successes, 1);
+        }
+    }
+
+    #[test]
+    fn indexes_of_a_replaced_database_are_rebuilt() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        drop(small_store(a.path()));
+        {
+            // Another database whose first key holds a different pattern.
+            let other = open(b.path());
+            other
+                .learn(
+                    &spec(
+                        "perf-sorted-min",
+                        Category::Performance,
+                        "AGY305",
+                        "sorted() is used to take the smallest item",
+                        "sorted(?x)[0]",
+                        "min(?x)",
+                    ),
+                    NOW,
+                )
+                .unwrap();
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let name = format!("patterns.db{suffix}");
+            let _ = fs::remove_file(a.path().join(&name));
+            if b.path().join(&name).exists() {
+                fs::copy(b.path().join(&name), a.path().join(&name)).unwrap();
+            }
+        }
+        let store = open(a.path());
+        assert!(
+            store
+                .warnings()
+                .iter()
+                .any(|w| w.contains("another database")),
+            "{:?}",
+            store.warnings()
+        );
+        let r = store
+            .query(&q(
+                "AttributeError: 'NoneType' object has no attribute 'group'",
+            ))
+            .unwrap();
+        assert_eq!(ids(&r), ["perf-sorted-min"]);
     }
 
     #[test]

@@ -41,9 +41,13 @@ struct Fields {
 pub struct TextIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Taken on first write, so that a process that only reads never holds tantivy's writer
+    /// lock (another agency process may be writing).
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
     path: PathBuf,
+    /// The id of the database this index is derived from, written into every commit.
+    owner: String,
 }
 
 impl std::fmt::Debug for TextIndex {
@@ -107,32 +111,46 @@ impl TextIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| Error::index(dir, e))?;
-        let writer = index
-            .writer_with_num_threads(1, WRITER_BUDGET_BYTES)
-            .map_err(|e| Error::index(dir, e))?;
         let this = Self {
             index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(None),
             fields,
             path: dir.to_path_buf(),
+            owner: String::new(),
         };
         // Damaged segments only show when searched: probe once so that open fails instead.
         this.search("probe", None, None, 1)?;
         Ok(this)
     }
 
-    /// The highest primary key covered by the last commit (0 when empty).
-    pub fn indexed_up_to(&self) -> Result<u64> {
+    /// Records the id of the database this index is derived from in every later commit.
+    #[must_use]
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        self.owner = owner.to_string();
+        self
+    }
+
+    /// The commit payload: `"<owner> <highest key>"` (or just the key, without an owner).
+    fn payload(&self) -> Result<(Option<String>, u64)> {
         let meta = self
             .index
             .load_metas()
             .map_err(|e| Error::index(&self.path, e))?;
-        Ok(meta
-            .payload
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0))
+        let payload = meta.payload.unwrap_or_default();
+        let mut parts: Vec<&str> = payload.split_whitespace().collect();
+        let max = parts.pop().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Ok((parts.first().map(|o| (*o).to_string()), max))
+    }
+
+    /// The highest primary key covered by the last commit (0 when empty).
+    pub fn indexed_up_to(&self) -> Result<u64> {
+        Ok(self.payload()?.1)
+    }
+
+    /// The database id recorded by the last commit, if any.
+    pub fn recorded_owner(&self) -> Result<Option<String>> {
+        Ok(self.payload()?.0)
     }
 
     /// Number of documents (tombstones included).
@@ -149,11 +167,25 @@ impl TextIndex {
         let Some(max_pk) = docs.iter().map(|d| d.pk).max() else {
             return Ok(());
         };
-        let covered = max_pk.max(self.indexed_up_to()?);
-        let mut writer = self
+        let mut guard = self
             .writer
             .lock()
             .map_err(|_| Error::index(&self.path, "text index writer poisoned by a panic"))?;
+        if guard.is_none() {
+            let writer = self
+                .index
+                .writer_with_num_threads(1, WRITER_BUDGET_BYTES)
+                .map_err(|e| match e {
+                    tantivy::TantivyError::LockFailure(..) => Error::Locked {
+                        path: self.path.clone(),
+                    },
+                    other => Error::index(&self.path, other),
+                })?;
+            *guard = Some(writer);
+        }
+        let writer = guard.as_mut().expect("set just above");
+        // Under the writer lock, so that two adds cannot move the mark backwards.
+        let covered = max_pk.max(self.indexed_up_to()?);
         let f = self.fields;
         for d in docs {
             let mut doc = TantivyDocument::default();
@@ -168,9 +200,14 @@ impl TextIndex {
         let mut prepared = writer
             .prepare_commit()
             .map_err(|e| Error::index(&self.path, e))?;
-        prepared.set_payload(&covered.to_string());
+        let payload = if self.owner.is_empty() {
+            covered.to_string()
+        } else {
+            format!("{} {covered}", self.owner)
+        };
+        prepared.set_payload(&payload);
         prepared.commit().map_err(|e| Error::index(&self.path, e))?;
-        drop(writer);
+        drop(guard);
         self.reader
             .reload()
             .map_err(|e| Error::index(&self.path, e))
