@@ -836,6 +836,21 @@ pub fn decode_vector(bytes: &[u8], dim: usize) -> Option<Vec<f32>> {
     })
 }
 
+impl Db {
+    /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, duplicates
+    /// refused by their idempotency key not included.
+    pub fn outcome_totals_since(&self, since: i64) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(success), 0) FROM outcomes WHERE at >= ?1",
+                [since],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map(|(total, successes)| (total as u64, successes as u64))
+            .map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

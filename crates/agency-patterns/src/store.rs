@@ -1509,6 +1509,14 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl PatternStore {
+    /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, read from
+    /// the database so that outcomes written by other processes count too.
+    pub fn outcome_totals_since(&self, since: i64) -> Result<(u64, u64)> {
+        self.with_reader(|db| db.outcome_totals_since(since))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

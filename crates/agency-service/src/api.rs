@@ -1,0 +1,1083 @@
+//! The `/v1` handlers. Each is thin: decode, authorise, run the store call on the blocking pool,
+//! encode. Request types refuse unknown fields; responses are `agency_core::contract` types
+//! where one exists.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agency_core::contract::{PatternList, PatternView, PruneReport, QueryResponse, SCHEMA_VERSION};
+use agency_core::pattern::{Example, PatternSpec, Rewrite};
+use agency_core::{Applicability, Category, Source};
+use agency_patterns::{Learned, OutcomeInput, OutcomeResult, PatternStore, Query};
+use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Default number of matches a query returns.
+const DEFAULT_K: usize = 5;
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// `axum::Json` whose rejections are [`ApiError`]s, so malformed bodies get our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `axum::extract::Path` with [`ApiError`] rejections.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Proof that the request carries the service's bearer token; writes take it first, so an
+/// unauthorised request is refused before its body is read.
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), state.inner.token.as_bytes()) => {
+                Ok(Self)
+            }
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs a store call on the blocking pool: the store does IO and embedding and must not stall
+/// the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&PatternStore) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = Arc::clone(&state.inner.store);
+    tokio::task::spawn_blocking(move || f(&store)).await?
+}
+
+fn parse_category(s: &str) -> Result<Category, ApiError> {
+    s.parse()
+        .map_err(|e: agency_core::category::UnknownCategory| {
+            ApiError::unprocessable("invalid_category", e.to_string())
+        })
+}
+
+/// `POST /v1/patterns/query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub text: String,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub min_confidence: Option<f64>,
+}
+
+pub async fn query(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    let category = req.category.as_deref().map(parse_category).transpose()?;
+    if let Some(c) = req.min_confidence
+        && !(0.0..=1.0).contains(&c)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_min_confidence",
+            format!("min_confidence {c} is outside 0..=1"),
+        ));
+    }
+    if req.k == Some(0) {
+        return Err(ApiError::unprocessable("invalid_k", "k must be at least 1"));
+    }
+    let response = blocking(&state, move |store| {
+        Ok(store.query(&Query {
+            text: &req.text,
+            category,
+            rule: req.rule.as_deref(),
+            k: req.k.unwrap_or(DEFAULT_K),
+            min_confidence: req.min_confidence,
+            now: now(),
+        })?)
+    })
+    .await?;
+    Ok(Json(response))
+}
+
+/// A worked example in a learn request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleRequest {
+    pub before: String,
+    pub after: String,
+    pub source: String,
+}
+
+/// `POST /v1/patterns`: a new pattern, the fields of an export record without its track record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnRequest {
+    #[serde(default)]
+    pub version: Option<u32>,
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    pub title: String,
+    pub message: String,
+    #[serde(default)]
+    pub explanation: String,
+    pub applicability: String,
+    pub before: String,
+    pub after: String,
+    pub examples: Vec<ExampleRequest>,
+    pub source: String,
+}
+
+/// What `POST /v1/patterns` did.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LearnResponse {
+    pub version: u32,
+    pub id: String,
+    /// `inserted` or `merged`.
+    pub learned: String,
+}
+
+fn parse_source(s: &str) -> Result<Source, ApiError> {
+    s.parse().map_err(|e: agency_core::pattern::PatternError| {
+        ApiError::unprocessable("invalid_source", e.to_string())
+    })
+}
+
+fn spec_of(req: LearnRequest) -> Result<PatternSpec, ApiError> {
+    if req.version.is_some_and(|v| v > SCHEMA_VERSION) {
+        return Err(ApiError::unprocessable(
+            "unsupported_version",
+            format!(
+                "version {} is newer than this service supports ({SCHEMA_VERSION})",
+                req.version.unwrap_or_default()
+            ),
+        ));
+    }
+    let examples = req
+        .examples
+        .into_iter()
+        .map(|e| {
+            Ok(Example {
+                before: e.before,
+                after: e.after,
+                source: parse_source(&e.source)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let applicability: Applicability =
+        req.applicability
+            .parse()
+            .map_err(|e: agency_core::pattern::PatternError| {
+                ApiError::unprocessable("invalid_applicability", e.to_string())
+            })?;
+    Ok(PatternSpec {
+        id: req.id,
+        category: parse_category(&req.category)?,
+        rule: req.rule,
+        title: req.title,
+        message: req.message,
+        explanation: req.explanation,
+        applicability,
+        rewrite: Rewrite {
+            before: req.before,
+            after: req.after,
+        },
+        examples,
+        source: parse_source(&req.source)?,
+        // A learned pattern earns its confidence from outcomes; priors are curated only.
+        prior: (0.0, 0.0),
+    })
+}
+
+pub async fn learn(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    ApiJson(req): ApiJson<LearnRequest>,
+) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
+    let spec = spec_of(req)?;
+    let learned = blocking(&state, move |store| Ok(store.learn(&spec, now())?)).await?;
+    let (status, id, learned) = match learned {
+        Learned::Inserted { id } => (StatusCode::CREATED, id, "inserted"),
+        Learned::Merged { id } => (StatusCode::OK, id, "merged"),
+    };
+    Ok((
+        status,
+        Json(LearnResponse {
+            version: SCHEMA_VERSION,
+            id,
+            learned: learned.to_string(),
+        }),
+    ))
+}
+
+/// `POST /v1/outcomes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeRequest {
+    pub pattern_id: String,
+    pub success: bool,
+    /// The finding the pattern was applied to, any JSON; stored as its text.
+    #[serde(default)]
+    pub finding: Option<serde_json::Value>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+pub async fn outcome(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    ApiJson(req): ApiJson<OutcomeRequest>,
+) -> Result<Json<OutcomeResult>, ApiError> {
+    if let Some(key) = &req.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_idempotency_key",
+            format!("idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} bytes"),
+        ));
+    }
+    let input = OutcomeInput {
+        pattern_id: req.pattern_id,
+        success: req.success,
+        finding: req.finding.map(|f| f.to_string()),
+        duration_ms: req.duration_ms,
+        idempotency_key: req.idempotency_key,
+        at: now(),
+    };
+    let result = blocking(&state, move |store| Ok(store.record_outcome(&input)?)).await?;
+    Ok(Json(result))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<PatternList>, ApiError> {
+    let patterns = blocking(&state, |store| Ok(store.list(now(), true)?)).await?;
+    Ok(Json(PatternList {
+        version: SCHEMA_VERSION,
+        patterns,
+    }))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<PatternView>, ApiError> {
+    let view = blocking(&state, move |store| Ok(store.show(&id, now())?)).await?;
+    Ok(Json(view))
+}
+
+/// `DELETE /v1/patterns/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    pub reason: String,
+}
+
+pub async fn retire(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<RetireRequest>,
+) -> Result<Json<PatternView>, ApiError> {
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            "reason is empty; say why the pattern is retired",
+        ));
+    }
+    let view = blocking(&state, move |store| {
+        let now = now();
+        store.retire(&id, req.reason.trim(), now)?;
+        Ok(store.show(&id, now)?)
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+pub async fn prune(
+    State(state): State<AppState>,
+    _auth: Authorized,
+) -> Result<Json<PruneReport>, ApiError> {
+    let report = blocking(&state, |store| Ok(store.prune(now())?)).await?;
+    Ok(Json(report))
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub version: u32,
+    pub patterns: PatternCounts,
+    /// Outcomes over the last `1h`, `24h` and `7d`.
+    pub outcomes: BTreeMap<String, OutcomeWindow>,
+    /// The fraction of live patterns applied again after they were learned: more outcomes than
+    /// the verified heals they were learned from (learning from a heal records one success).
+    pub reuse_rate: f64,
+    /// Bytes of the store's database files (`patterns.db` and its WAL).
+    pub store_bytes: u64,
+}
+
+/// Pattern counts, in total and by category (every category listed).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PatternCounts {
+    pub live: usize,
+    pub retired: usize,
+    pub by_category: BTreeMap<String, CategoryCounts>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CategoryCounts {
+    pub live: usize,
+    pub retired: usize,
+}
+
+/// Outcomes in one time window; `success_rate` is null when there were none.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutcomeWindow {
+    pub total: u64,
+    pub successes: u64,
+    pub success_rate: Option<f64>,
+}
+
+const WINDOWS: [(&str, i64); 3] = [("1h", 3_600), ("24h", 86_400), ("7d", 7 * 86_400)];
+
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    let stats = blocking(&state, |store| {
+        let now = now();
+        let summaries = store.list(now, true)?;
+        let mut by_category: BTreeMap<String, CategoryCounts> = Category::ALL
+            .iter()
+            .map(|c| (c.as_str().to_string(), CategoryCounts::default()))
+            .collect();
+        let (mut live, mut retired, mut reused) = (0, 0, 0);
+        for p in &summaries {
+            let counts = by_category.entry(p.category.clone()).or_default();
+            if p.retired {
+                retired += 1;
+                counts.retired += 1;
+            } else {
+                live += 1;
+                counts.live += 1;
+                let learned_outcomes = if p.source == Source::Heal.as_str() {
+                    p.support
+                } else {
+                    0
+                };
+                if p.successes + p.failures > learned_outcomes {
+                    reused += 1;
+                }
+            }
+        }
+        let mut outcomes = BTreeMap::new();
+        for (name, span_s) in WINDOWS {
+            let (total, successes) = store.outcome_totals_since(now - span_s)?;
+            outcomes.insert(
+                name.to_string(),
+                OutcomeWindow {
+                    total,
+                    successes,
+                    success_rate: (total > 0).then(|| successes as f64 / total as f64),
+                },
+            );
+        }
+        Ok(Stats {
+            version: SCHEMA_VERSION,
+            patterns: PatternCounts {
+                live,
+                retired,
+                by_category,
+            },
+            outcomes,
+            reuse_rate: if live == 0 {
+                0.0
+            } else {
+                f64::from(reused) / live as f64
+            },
+            store_bytes: crate::store_bytes(store.dir()),
+        })
+    })
+    .await?;
+    Ok(Json(stats))
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub status: String,
+    /// True once the model and indexes are loaded and the service accepts queries.
+    pub ready: bool,
+    pub patterns: usize,
+}
+
+pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let patterns = blocking(&state, |store| Ok(store.live_count())).await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        ready: state.is_ready(),
+        patterns,
+    }))
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    let metrics_state = state.clone();
+    let text = blocking(&state, move |store| {
+        Ok(metrics_state
+            .inner
+            .metrics
+            .render(store.live_count(), crate::store_bytes(store.dir())))
+    })
+    .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint; the API is documented in docs/api.md",
+    )
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see docs/api.md",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppState, ServiceConfig, router};
+    use agency_patterns::StoreConfig;
+    use agency_patterns::embed::{Embedder, EmbedderConfig};
+    use axum::body::Body;
+    use axum::http::{Method, Request as HttpRequest};
+    use serde_json::{Value, json};
+    use std::future::Future as _;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef-test-token";
+
+    /// The real model, loaded once per test process, as in `agency-patterns`' store tests.
+    fn embedder() -> Arc<Embedder> {
+        static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
+        EMBEDDER
+            .get_or_init(|| {
+                let home = std::env::var_os("AGENCY_HOME").map_or_else(
+                    || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.agency-home"),
+                    PathBuf::from,
+                );
+                let config = EmbedderConfig {
+                    onnxruntime_lib: home.join("lib/libonnxruntime.so.1.31.1"),
+                    model: home.join("models/all-minilm-l6-v2-int8/model.onnx"),
+                    tokenizer: home.join("models/all-minilm-l6-v2-int8/tokenizer.json"),
+                    model_id: "test-model".into(),
+                    intra_threads: 1,
+                };
+                let embedder = Embedder::load(&config).unwrap_or_else(|e| {
+                    panic!("the embedding model is required: {e} (run scripts/test.sh or agency setup with AGENCY_HOME={})", home.display())
+                });
+                Arc::new(embedder)
+            })
+            .clone()
+    }
+
+    struct App {
+        _dir: tempfile::TempDir,
+        state: AppState,
+    }
+
+    fn pattern(id: &str, before: &str, after: &str) -> Value {
+        json!({
+            "id": id,
+            "category": "runtime",
+            "rule": "none-attribute",
+            "title": format!("title of {id}"),
+            "message": "AttributeError: 'NoneType' object has no attribute 'group'",
+            "applicability": "safe",
+            "before": before,
+            "after": after,
+            "examples": [{"before": format!("x = {before}"), "after": format!("x = {after}"), "source": "heal"}],
+            "source": "heal",
+        })
+    }
+
+    /// A store in a temp dir with one learned pattern, `none-group`.
+    fn app() -> App {
+        app_with(&ServiceConfig::new(TOKEN))
+    }
+
+    fn app_with(config: &ServiceConfig) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PatternStore::open(StoreConfig::new(dir.path()), embedder()).unwrap();
+        let state = AppState::new(Arc::new(store), config);
+        App { _dir: dir, state }
+    }
+
+    impl App {
+        async fn send(&self, req: HttpRequest<Body>) -> (StatusCode, Value) {
+            let response = router(self.state.clone()).oneshot(req).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            (status, body)
+        }
+
+        async fn call(
+            &self,
+            method: Method,
+            uri: &str,
+            token: Option<&str>,
+            body: Option<&str>,
+        ) -> (StatusCode, Value) {
+            let mut req = HttpRequest::builder().method(method).uri(uri);
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let req = match body {
+                Some(b) => req
+                    .header("content-type", "application/json")
+                    .body(Body::from(b.to_string())),
+                None => req.body(Body::empty()),
+            };
+            self.send(req.unwrap()).await
+        }
+
+        async fn get(&self, uri: &str) -> (StatusCode, Value) {
+            self.call(Method::GET, uri, None, None).await
+        }
+
+        async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value) {
+            self.call(Method::POST, uri, Some(TOKEN), Some(&body.to_string()))
+                .await
+        }
+
+        async fn seed(&self) {
+            let (status, body) = self
+                .post(
+                    "/v1/patterns",
+                    &pattern("none-group", "?m.group(?n)", "?m.group(?n) if ?m else None"),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+
+    fn error_code(body: &Value) -> &str {
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error body: {body}"))
+    }
+
+    #[tokio::test]
+    async fn learn_inserts_then_merges() {
+        let app = app();
+        let p = pattern("none-group", "?m.group(?n)", "?m.group(?n) if ?m else None");
+        let (status, body) = app.post("/v1/patterns", &p).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            body,
+            json!({"version": 1, "id": "none-group", "learned": "inserted"})
+        );
+        let (status, body) = app.post("/v1/patterns", &p).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["learned"], "merged");
+    }
+
+    #[tokio::test]
+    async fn query_finds_the_pattern_without_a_token() {
+        let app = app();
+        app.seed().await;
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/v1/patterns/query",
+                None,
+                Some(r#"{"text": "AttributeError: 'NoneType' object has no attribute 'group'", "k": 3, "category": "runtime"}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], 1);
+        assert_eq!(body["matches"][0]["id"], "none-group");
+        assert_eq!(body["query"]["k"], 3);
+    }
+
+    #[tokio::test]
+    async fn query_rejects_bad_values() {
+        let app = app();
+        let (status, body) = app.post("/v1/patterns/query", &json!({"text": "  "})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(&body), "empty_query");
+        let (status, body) = app
+            .post(
+                "/v1/patterns/query",
+                &json!({"text": "x", "category": "nope"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(&body), "invalid_category");
+        let (status, _) = app
+            .post(
+                "/v1/patterns/query",
+                &json!({"text": "x", "min_confidence": 2.0}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn outcomes_update_confidence_and_count_once_per_key() {
+        let app = app();
+        app.seed().await;
+        let outcome = json!({"pattern_id": "none-group", "success": true,
+            "finding": {"rule": "none-attribute", "file": "a.py"}, "duration_ms": 12,
+            "idempotency_key": "heal-1"});
+        let (status, first) = app.post("/v1/outcomes", &outcome).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["recorded"], true);
+        // Learning from a verified heal was the first success; this is the second.
+        assert_eq!(first["successes"], 2);
+        let (status, again) = app.post("/v1/outcomes", &outcome).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["recorded"], false);
+        assert_eq!(again["successes"], 2);
+        assert_eq!(again["confidence"], first["confidence"]);
+        let (_, stats) = app.get("/v1/stats").await;
+        assert_eq!(stats["outcomes"]["1h"]["total"], 2);
+        assert_eq!(stats["reuse_rate"], 1.0);
+        assert_eq!(stats["outcomes"]["7d"]["success_rate"], 1.0);
+    }
+
+    #[tokio::test]
+    async fn list_show_retire_and_relearn() {
+        let app = app();
+        app.seed().await;
+        let (status, list) = app.get("/v1/patterns").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["patterns"][0]["id"], "none-group");
+        let (status, view) = app.get("/v1/patterns/none-group").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(view["template"]["before"], "?m.group(?n)");
+        assert!(view["retired"].is_null());
+
+        let (status, view) = app
+            .call(
+                Method::DELETE,
+                "/v1/patterns/none-group",
+                Some(TOKEN),
+                Some(r#"{"reason": "wrong fix"}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["retired"]["reason"], "wrong fix");
+
+        // The same rewrite under a new id is still refused: a retired rewrite is never re-learned.
+        let p = pattern(
+            "none-group-2",
+            "?m.group(?n)",
+            "?m.group(?n) if ?m else None",
+        );
+        let (status, body) = app.post("/v1/patterns", &p).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error_code(&body), "retired");
+
+        let (_, health) = app.get("/health").await;
+        assert_eq!(
+            health,
+            json!({"status": "ok", "ready": true, "patterns": 0})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_id_is_a_conflict() {
+        let app = app();
+        app.seed().await;
+        let p = pattern("none-group", "?d[?k]", "?d.get(?k)");
+        let (status, body) = app.post("/v1/patterns", &p).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(error_code(&body), "id_taken");
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_404() {
+        let app = app();
+        let (status, body) = app.get("/v1/patterns/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(error_code(&body), "not_found");
+        let (status, _) = app
+            .post(
+                "/v1/outcomes",
+                &json!({"pattern_id": "nope", "success": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app
+            .call(
+                Method::DELETE,
+                "/v1/patterns/nope",
+                Some(TOKEN),
+                Some(r#"{"reason": "x"}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = app.get("/v2/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(error_code(&body), "no_route");
+    }
+
+    #[tokio::test]
+    async fn writes_need_the_token() {
+        let app = app();
+        let body =
+            pattern("none-group", "?m.group(?n)", "?m.group(?n) if ?m else None").to_string();
+        for token in [None, Some("wrong"), Some("")] {
+            for (method, uri, body) in [
+                (Method::POST, "/v1/patterns", Some(body.as_str())),
+                (
+                    Method::POST,
+                    "/v1/outcomes",
+                    Some(r#"{"pattern_id": "x", "success": true}"#),
+                ),
+                (Method::DELETE, "/v1/patterns/x", Some(r#"{"reason": "x"}"#)),
+                (Method::POST, "/v1/prune", None),
+            ] {
+                let (status, response) = app.call(method, uri, token, body).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {token:?}");
+                assert_eq!(error_code(&response), "unauthorized");
+            }
+        }
+        let (_, list) = app.get("/v1/patterns").await;
+        assert_eq!(list["patterns"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_structured_errors() {
+        let app = app();
+        let cases = [
+            ("{not json", StatusCode::BAD_REQUEST, "malformed_json"),
+            ("", StatusCode::BAD_REQUEST, "malformed_json"),
+            (
+                r#"{"pattern_id": 5, "success": true}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                r#"{"pattern_id": "x", "success": "yes"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                r#"{"pattern_id": "x"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                r#"{"pattern_id": "x", "success": true, "extra": 1}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            ("[1, 2]", StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ];
+        for (body, status, code) in cases {
+            let (got, response) = app
+                .call(Method::POST, "/v1/outcomes", Some(TOKEN), Some(body))
+                .await;
+            assert_eq!(got, status, "{body}: {response}");
+            assert_eq!(error_code(&response), code, "{body}");
+        }
+        // Invalid UTF-8 inside a JSON string.
+        let req = HttpRequest::post("/v1/patterns/query")
+            .header("content-type", "application/json")
+            .body(Body::from(b"{\"text\": \"\xff\xfe\"}".to_vec()))
+            .unwrap();
+        let (status, response) = app.send(req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+        // No content type.
+        let req = HttpRequest::post("/v1/patterns/query")
+            .body(Body::from(r#"{"text": "x"}"#))
+            .unwrap();
+        let (status, response) = app.send(req).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(error_code(&response), "unsupported_media_type");
+        // An invalid pattern.
+        let (status, response) = app
+            .post(
+                "/v1/patterns",
+                &pattern("Bad Id!", "?m.group(?n)", "?m.group(?n) if ?m else None"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(&response), "invalid_pattern");
+        let (status, _) = app
+            .call(Method::PUT, "/v1/patterns", Some(TOKEN), None)
+            .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn a_huge_body_is_413() {
+        let app = app();
+        let text = "x".repeat(2 << 20);
+        let body = json!({"text": text}).to_string();
+        let (status, response) = app
+            .call(Method::POST, "/v1/patterns/query", None, Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error_code(&response), "body_too_large");
+    }
+
+    #[tokio::test]
+    async fn prune_and_stats() {
+        let app = app();
+        app.seed().await;
+        let (status, report) = app.call(Method::POST, "/v1/prune", Some(TOKEN), None).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["version"], 1);
+        assert_eq!(report["retired"], json!([]));
+        let (status, stats) = app.get("/v1/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(stats["patterns"]["live"], 1);
+        assert_eq!(stats["patterns"]["by_category"]["runtime"]["live"], 1);
+        assert_eq!(stats["patterns"]["by_category"]["style"]["live"], 0);
+        // Learning from a verified heal records its first success.
+        assert_eq!(stats["outcomes"]["24h"]["total"], 1);
+        assert_eq!(stats["outcomes"]["24h"]["success_rate"], 1.0);
+        assert_eq!(stats["reuse_rate"], 0.0);
+        assert!(stats["store_bytes"].as_u64().unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_routes() {
+        let app = app();
+        app.get("/health").await;
+        app.get("/v1/patterns/nope").await;
+        let req = HttpRequest::get("/metrics").body(Body::empty()).unwrap();
+        let response = router(app.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(
+            text.contains(
+                r#"agency_http_requests_total{route="/health",method="GET",status="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"agency_http_requests_total{route="/v1/patterns/{id}",method="GET",status="404"} 1"#), "{text}");
+        assert!(text.contains(
+            r#"agency_http_request_duration_seconds_count{route="/health",method="GET"} 1"#
+        ));
+        assert!(text.contains("agency_patterns_live 0\n"));
+    }
+
+    #[tokio::test]
+    async fn responses_carry_a_request_id() {
+        let app = app();
+        let req = HttpRequest::get("/health").body(Body::empty()).unwrap();
+        let response = router(app.state.clone()).oneshot(req).await.unwrap();
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+
+    /// A request body that never arrives: a client that stalls mid-upload.
+    struct Stalled;
+
+    impl http_body::Body for Stalled {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn stalled_query() -> HttpRequest<Body> {
+        HttpRequest::post("/v1/patterns/query")
+            .header("content-type", "application/json")
+            .body(Body::new(Stalled))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_with_503() {
+        let mut config = ServiceConfig::new(TOKEN);
+        config.request_timeout = Duration::from_millis(50);
+        let app = app_with(&config);
+        let (status, body) = app.send(stalled_query()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&body), "timeout");
+        let (status, _) = app.get("/health").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn past_the_concurrency_limit_requests_get_503() {
+        let mut config = ServiceConfig::new(TOKEN);
+        config.max_concurrency = 1;
+        let app = app_with(&config);
+        let service = router(app.state.clone());
+        let mut stalled = Box::pin(service.clone().oneshot(stalled_query()));
+        // One poll takes the only permit and parks on the body.
+        std::future::poll_fn(|cx| {
+            assert!(stalled.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let req = HttpRequest::get("/health").body(Body::empty()).unwrap();
+        let response = service.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(stalled);
+        let req = HttpRequest::get("/health").body(Body::empty()).unwrap();
+        let response = service.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// Arbitrary bytes to every endpoint that takes a body: never a panic or a 5xx, always our
+    /// error shape.
+    #[test]
+    fn arbitrary_bodies_never_panic() {
+        use proptest::prelude::any;
+        use proptest::test_runner::{Config, TestRunner};
+        let app = app();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut runner = TestRunner::new(Config::with_cases(64));
+        let bodies = proptest::collection::vec(any::<u8>(), 0..256);
+        runner
+            .run(&bodies, |body| {
+                for (method, uri) in [
+                    (Method::POST, "/v1/outcomes"),
+                    (Method::POST, "/v1/patterns"),
+                    (Method::DELETE, "/v1/patterns/x"),
+                ] {
+                    let req = HttpRequest::builder()
+                        .method(method)
+                        .uri(uri)
+                        .header("authorization", format!("Bearer {TOKEN}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.clone()))
+                        .unwrap();
+                    let (status, response) = runtime.block_on(app.send(req));
+                    proptest::prop_assert!(status.is_client_error(), "{uri}: {status} {response}");
+                    proptest::prop_assert!(response["error"]["code"].is_string());
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn serve_answers_on_a_loopback_socket() {
+        let app = app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve(listener, app.state.clone(), async move {
+            let _ = rx.await;
+        }));
+        // A plain blocking client, off the runtime's workers.
+        let response = tokio::task::spawn_blocking(move || {
+            use std::io::{Read as _, Write as _};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(r#""ready":true"#), "{response}");
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn serve_shuts_down_gracefully() {
+        let app = app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve(listener, app.state.clone(), async move {
+            let _ = rx.await;
+        }));
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(!app.state.is_ready());
+    }
+}
