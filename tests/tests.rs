@@ -4,4 +4,5 @@
 mod cli;
 mod docs;
 mod durability;
+mod service;
 mod util;

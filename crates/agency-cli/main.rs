@@ -7,6 +7,7 @@
 
 mod output;
 mod patterns;
+mod serve;
 mod setup;
 
 use std::io::{self, Write};
@@ -61,6 +62,8 @@ enum Command {
     /// Look up, list and maintain learned fix patterns.
     #[command(subcommand)]
     Patterns(patterns::PatternsCommand),
+    /// Serve the pattern API over HTTP (docs/api.md).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => setup::run(&home, &args),
         Command::Patterns(cmd) => patterns::run(&home, cmd),
+        Command::Serve(args) => serve::run(&home, &args),
     };
     match result {
         Ok(status) => status.into(),

@@ -306,8 +306,16 @@ fn load_embedder(layout: &agency_setup::Layout) -> anyhow::Result<Arc<Embedder>>
 }
 
 fn open_store(layout: &agency_setup::Layout, args: &StoreArgs) -> anyhow::Result<PatternStore> {
+    open_store_at(layout, args.store.clone())
+}
+
+/// Opens (and seeds on first use) the store in `dir`, default `<home>/store`.
+pub(crate) fn open_store_at(
+    layout: &agency_setup::Layout,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<PatternStore> {
     let embedder = load_embedder(layout)?;
-    let dir = args.store.clone().unwrap_or_else(|| layout.default_store());
+    let dir = dir.unwrap_or_else(|| layout.default_store());
     let store = PatternStore::open(StoreConfig::new(&dir), embedder)
         .with_context(|| format!("cannot open the pattern store in {}", dir.display()))?;
     for w in store.warnings() {
