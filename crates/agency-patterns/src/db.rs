@@ -319,33 +319,14 @@ impl Db {
         Ok(out)
     }
 
-    /// Rows with a primary key above `pk`.
-    pub fn rows_after(&self, pk: u64) -> Result<Vec<PatternRow>> {
-        self.rows_where("pk > ?1", [pk as i64])
-    }
-
     /// One pattern by its public id.
     pub fn row_by_id(&self, id: &str) -> Result<Option<PatternRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM patterns WHERE id = ?1"))
-            .map_err(|e| self.err(e))?;
-        stmt.query_row([id], row_from_sql)
-            .optional()
-            .map_err(|e| self.err(e))?
-            .transpose()
+        row_where(&self.conn, &self.path, "id", &id)
     }
 
     /// One pattern by its primary key.
     pub fn row_by_pk(&self, pk: u64) -> Result<Option<PatternRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM patterns WHERE pk = ?1"))
-            .map_err(|e| self.err(e))?;
-        stmt.query_row([pk as i64], row_from_sql)
-            .optional()
-            .map_err(|e| self.err(e))?
-            .transpose()
+        row_where(&self.conn, &self.path, "pk", &(pk as i64))
     }
 
     /// The stored embedding of one pattern.
@@ -364,16 +345,7 @@ impl Db {
 
     /// One pattern by its fingerprint.
     pub fn row_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PatternRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS} FROM patterns WHERE fingerprint = ?1"
-            ))
-            .map_err(|e| self.err(e))?;
-        stmt.query_row([fingerprint], row_from_sql)
-            .optional()
-            .map_err(|e| self.err(e))?
-            .transpose()
+        row_where(&self.conn, &self.path, "fingerprint", &fingerprint)
     }
 
     fn rows_where<P: rusqlite::Params>(&self, cond: &str, params: P) -> Result<Vec<PatternRow>> {
@@ -418,41 +390,6 @@ impl Db {
                 after,
                 source: source.parse().map_err(|e| self.corrupt(pk, &e))?,
             });
-        }
-        Ok(out)
-    }
-
-    /// The first example of every pattern, by primary key (for query results).
-    pub fn first_examples(&self) -> Result<Vec<(u64, Example)>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT e.pattern_pk, e.before, e.after, e.source FROM examples e
-                 WHERE e.pk = (SELECT MIN(pk) FROM examples WHERE pattern_pk = e.pattern_pk)",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (pk, before, after, source) = row.map_err(|e| self.err(e))?;
-            let source = source.parse().map_err(|e| self.corrupt(pk, &e))?;
-            out.push((
-                pk,
-                Example {
-                    before,
-                    after,
-                    source,
-                },
-            ));
         }
         Ok(out)
     }
@@ -697,28 +634,12 @@ impl Writer<'_> {
 
     /// Reads one row inside the transaction (sees the transaction's own writes).
     pub fn row_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PatternRow>> {
-        self.tx
-            .query_row(
-                &format!("SELECT {ROW_COLUMNS} FROM patterns WHERE fingerprint = ?1"),
-                [fingerprint],
-                row_from_sql,
-            )
-            .optional()
-            .map_err(|e| self.err(e))?
-            .transpose()
+        row_where(&self.tx, &self.path, "fingerprint", &fingerprint)
     }
 
     /// One row by primary key inside the transaction.
     pub fn row_by_pk(&self, pk: u64) -> Result<Option<PatternRow>> {
-        self.tx
-            .query_row(
-                &format!("SELECT {ROW_COLUMNS} FROM patterns WHERE pk = ?1"),
-                [pk as i64],
-                row_from_sql,
-            )
-            .optional()
-            .map_err(|e| self.err(e))?
-            .transpose()
+        row_where(&self.tx, &self.path, "pk", &(pk as i64))
     }
 
     /// The examples of a pattern inside the transaction.
@@ -742,6 +663,24 @@ impl Writer<'_> {
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))
     }
+}
+
+/// The one row whose unique `column` equals `value`.
+fn row_where(
+    conn: &Connection,
+    path: &Path,
+    column: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<Option<PatternRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM patterns WHERE {column} = ?1"
+        ))
+        .map_err(|e| Error::db(path, e))?;
+    stmt.query_row([value], row_from_sql)
+        .optional()
+        .map_err(|e| Error::db(path, e))?
+        .transpose()
 }
 
 const ROW_COLUMNS: &str = "pk, id, category, rule, title, message, explanation, applicability,
