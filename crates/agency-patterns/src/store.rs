@@ -503,7 +503,13 @@ impl PatternStore {
         }
         let sig = signature(spec);
         let embedding = self.embedder.embed(&sig.text)?;
-        let track = TrackRecord::with_prior(spec.prior.0, spec.prior.1, now);
+        let mut track = TrackRecord::with_prior(spec.prior.0, spec.prior.1, now);
+        // The heal a pattern is learned from was verified: that is its first success, recorded
+        // in the same transaction as the pattern.
+        let healed = spec.source == Source::Heal;
+        if healed {
+            track.record(true, now, &self.config.confidence);
+        }
         let (pk, row) = {
             let mut db = lock(&self.writer);
             db.write(|w| {
@@ -526,6 +532,16 @@ impl PatternStore {
                     created_at: now,
                     retired: None,
                 })?;
+                if healed {
+                    w.insert_outcome(&OutcomeRow {
+                        pattern_pk: pk,
+                        success: true,
+                        finding: None,
+                        duration_ms: None,
+                        idempotency_key: None,
+                        at: now,
+                    })?;
+                }
                 Ok(Ok(pk))
             })?
             .map_or_else(|row| (None, Some(row)), |pk| (Some(pk), None))
@@ -535,17 +551,6 @@ impl PatternStore {
         }
         let pk = pk.expect("either inserted or merged");
         self.index_new(&[(pk, spec, &sig, embedding.vector, track)]);
-        if spec.source == Source::Heal {
-            // The heal it was learned from was verified: that is its first success.
-            self.record_outcome(&OutcomeInput {
-                pattern_id: spec.id.clone(),
-                success: true,
-                finding: None,
-                duration_ms: None,
-                idempotency_key: None,
-                at: now,
-            })?;
-        }
         Ok(Learned::Inserted {
             id: spec.id.clone(),
         })
@@ -926,6 +931,17 @@ impl PatternStore {
             return Ok(());
         }
         let index_dir = self.config.dir.join("index");
+        // One checkpoint at a time across processes: two would delete each other's generation.
+        let _guard = match agency_fs::LockFile::try_acquire(&index_dir.join("checkpoint.lock")) {
+            Ok(guard) => guard,
+            Err(agency_fs::Error::Locked { .. }) => {
+                tracing::debug!(
+                    "another process is saving the vector index; skipping this checkpoint"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let vectors = read(&self.vectors);
         let graph_manifest = match &*vectors {
             VectorIndex::Graph(graph) if !graph.is_empty() => {
@@ -1770,6 +1786,30 @@ pub(crate) mod tests {
         assert_eq!(view.examples.len(), 2);
         assert_eq!(view.successes, 1);
         assert_eq!(store.live_count(), 4);
+    }
+
+    #[test]
+    fn a_pattern_learned_from_a_heal_starts_with_its_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut healed = spec(
+            "style-f541-learned",
+            Category::Style,
+            "F541",
+            "f-string without any placeholders",
+            "f?s",
+            "?s",
+        );
+        healed.source = Source::Heal;
+        assert_eq!(
+            store.learn(&healed, NOW).unwrap(),
+            Learned::Inserted {
+                id: "style-f541-learned".into()
+            }
+        );
+        let view = store.show("style-f541-learned", NOW).unwrap();
+        assert_eq!((view.successes, view.failures, view.support), (1, 0, 1));
+        assert!((view.confidence - 2.0 / 3.0).abs() < 1e-9);
     }
 
     #[test]
