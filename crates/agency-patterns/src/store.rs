@@ -212,6 +212,40 @@ impl Table {
     }
 }
 
+/// Query embeddings kept, at about 1.6 KB each.
+const QUERY_CACHE_ENTRIES: usize = 4096;
+
+/// A bounded map from normalised query text to its embedding; the oldest entry goes first.
+#[derive(Debug, Default)]
+struct QueryCache {
+    entries: HashMap<String, crate::embed::Embedding>,
+    order: std::collections::VecDeque<String>,
+    hits: u64,
+}
+
+impl QueryCache {
+    fn get(&mut self, text: &str) -> Option<crate::embed::Embedding> {
+        let hit = self.entries.get(text).cloned();
+        if hit.is_some() {
+            self.hits += 1;
+        }
+        hit
+    }
+
+    fn put(&mut self, text: &str, embedding: &crate::embed::Embedding) {
+        if self.entries.contains_key(text) {
+            return;
+        }
+        if self.order.len() >= QUERY_CACHE_ENTRIES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.entries.remove(&oldest);
+        }
+        self.order.push_back(text.to_string());
+        self.entries.insert(text.to_string(), embedding.clone());
+    }
+}
+
 /// Where the persisted graph is; written atomically after each save.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Manifest {
@@ -243,6 +277,9 @@ pub struct PatternStore {
     /// Highest primary key in the vector index, and whether it changed since the last save.
     vector_state: Mutex<(u64, bool)>,
     text: TextIndex,
+    /// Recent query embeddings: the same error is looked up again and again (every healer,
+    /// every run), and the model is two thirds of a lookup.
+    query_cache: Mutex<QueryCache>,
     warnings: Vec<String>,
 }
 
@@ -303,6 +340,7 @@ impl PatternStore {
             vectors: RwLock::new(vectors),
             vector_state: Mutex::new((max_pk, dirty)),
             text,
+            query_cache: Mutex::new(QueryCache::default()),
             warnings,
         };
         if dirty {
@@ -372,7 +410,7 @@ impl PatternStore {
                     candidates * 2,
                 )
             });
-            let embedding = self.embedder.embed(&normalized.text);
+            let embedding = self.embed_query(&normalized.text);
             let text_hits = text
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -486,6 +524,21 @@ impl PatternStore {
                 fused: fused.score,
             },
         }
+    }
+
+    /// Embeds a normalised query, from the cache when the same text was embedded recently.
+    fn embed_query(&self, text: &str) -> Result<crate::embed::Embedding> {
+        if let Some(hit) = lock(&self.query_cache).get(text) {
+            return Ok(hit);
+        }
+        let embedding = self.embedder.embed(text)?;
+        lock(&self.query_cache).put(text, &embedding);
+        Ok(embedding)
+    }
+
+    /// Query embeddings served from the cache so far.
+    pub fn query_cache_hits(&self) -> u64 {
+        lock(&self.query_cache).hits
     }
 
     /// Learns a pattern. A pattern whose rewrite (fingerprint) is already known is merged into
@@ -1691,6 +1744,38 @@ pub(crate) mod tests {
             .query(&q("SQL injection: query built with an f-string"))
             .unwrap();
         assert_eq!(ids(&sql)[0], "security-sql-format");
+    }
+
+    #[test]
+    fn a_repeated_query_is_embedded_once_and_answered_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let text = "AttributeError: 'NoneType' object has no attribute 'group'";
+        let first = store.query(&q(text)).unwrap();
+        assert_eq!(store.query_cache_hits(), 0);
+        let second = store.query(&q(text)).unwrap();
+        assert_eq!(store.query_cache_hits(), 1);
+        assert_eq!(first.matches, second.matches);
+    }
+
+    #[test]
+    fn the_query_cache_is_bounded() {
+        let mut cache = QueryCache::default();
+        let e = crate::embed::Embedding {
+            vector: vec![0.0; 2],
+            tokens: 1,
+            truncated: false,
+        };
+        for i in 0..QUERY_CACHE_ENTRIES + 10 {
+            cache.put(&format!("q{i}"), &e);
+        }
+        assert_eq!(cache.entries.len(), QUERY_CACHE_ENTRIES);
+        assert!(cache.get("q0").is_none());
+        assert!(
+            cache
+                .get(&format!("q{}", QUERY_CACHE_ENTRIES + 9))
+                .is_some()
+        );
     }
 
     #[test]
