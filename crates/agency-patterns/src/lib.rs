@@ -12,6 +12,8 @@ pub mod embed;
 pub mod error;
 pub mod seed;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod text;
 pub mod vector;
 

@@ -1589,33 +1589,8 @@ impl PatternStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::embed::EmbedderConfig;
-    use std::sync::OnceLock;
 
-    /// The real model, loaded once per test process from the data directory that
-    /// `scripts/test.sh` (or `agency setup`) installs.
-    pub(crate) fn embedder() -> Arc<Embedder> {
-        static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
-        EMBEDDER
-            .get_or_init(|| {
-                let home = std::env::var_os("AGENCY_HOME").map_or_else(
-                    || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.agency-home"),
-                    PathBuf::from,
-                );
-                let config = EmbedderConfig {
-                    onnxruntime_lib: home.join("lib/libonnxruntime.so.1.31.1"),
-                    model: home.join("models/all-minilm-l6-v2-int8/model.onnx"),
-                    tokenizer: home.join("models/all-minilm-l6-v2-int8/tokenizer.json"),
-                    model_id: "test-model".into(),
-                    intra_threads: 1,
-                };
-                let embedder = Embedder::load(&config).unwrap_or_else(|e| {
-                    panic!("the embedding model is required: {e} (run scripts/test.sh or agency setup with AGENCY_HOME={})", home.display())
-                });
-                Arc::new(embedder)
-            })
-            .clone()
-    }
+    use crate::test_support::embedder;
 
     const NOW: i64 = 1_795_000_000;
 

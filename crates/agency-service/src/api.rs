@@ -506,41 +506,16 @@ mod tests {
     use super::*;
     use crate::{AppState, ServiceConfig, router};
     use agency_patterns::StoreConfig;
-    use agency_patterns::embed::{Embedder, EmbedderConfig};
     use axum::body::Body;
     use axum::http::{Method, Request as HttpRequest};
     use serde_json::{Value, json};
     use std::future::Future as _;
-    use std::path::PathBuf;
-    use std::sync::OnceLock;
     use std::time::Duration;
     use tower::ServiceExt as _;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef-test-token";
 
-    /// The real model, loaded once per test process, as in `agency-patterns`' store tests.
-    fn embedder() -> Arc<Embedder> {
-        static EMBEDDER: OnceLock<Arc<Embedder>> = OnceLock::new();
-        EMBEDDER
-            .get_or_init(|| {
-                let home = std::env::var_os("AGENCY_HOME").map_or_else(
-                    || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.agency-home"),
-                    PathBuf::from,
-                );
-                let config = EmbedderConfig {
-                    onnxruntime_lib: home.join("lib/libonnxruntime.so.1.31.1"),
-                    model: home.join("models/all-minilm-l6-v2-int8/model.onnx"),
-                    tokenizer: home.join("models/all-minilm-l6-v2-int8/tokenizer.json"),
-                    model_id: "test-model".into(),
-                    intra_threads: 1,
-                };
-                let embedder = Embedder::load(&config).unwrap_or_else(|e| {
-                    panic!("the embedding model is required: {e} (run scripts/test.sh or agency setup with AGENCY_HOME={})", home.display())
-                });
-                Arc::new(embedder)
-            })
-            .clone()
-    }
+    use agency_patterns::test_support::embedder;
 
     struct App {
         _dir: tempfile::TempDir,
