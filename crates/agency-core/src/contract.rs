@@ -230,6 +230,166 @@ pub struct RecordRetirement {
     pub reason: String,
 }
 
+/// A finding's priority: P0 security, P1 errors (type, import, runtime), P2 warnings
+/// (performance, logic), P3 style. Ordered so that `P0 < P1`: "at or above P1" is `<= P1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Priority {
+    P0,
+    P1,
+    P2,
+    P3,
+}
+
+impl Priority {
+    /// The priority of a category, as CONTRACT.md assigns it.
+    pub fn of(category: crate::Category) -> Priority {
+        use crate::Category;
+        match category {
+            Category::Security => Priority::P0,
+            Category::Type | Category::Import | Category::Runtime => Priority::P1,
+            Category::Performance | Category::Logic => Priority::P2,
+            Category::Style => Priority::P3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::P0 => "P0",
+            Priority::P1 => "P1",
+            Priority::P2 => "P2",
+            Priority::P3 => "P3",
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "P0" => Ok(Priority::P0),
+            "P1" => Ok(Priority::P1),
+            "P2" => Ok(Priority::P2),
+            "P3" => Ok(Priority::P3),
+            _ => Err(format!("unknown priority `{s}`: expected P0, P1, P2 or P3")),
+        }
+    }
+}
+
+/// A finding's severity, from the tool that reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    High,
+    Medium,
+    Low,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
+    }
+}
+
+/// `agency heal --scan --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanReport {
+    pub version: u32,
+    pub findings: Vec<Finding>,
+    pub stats: ScanStats,
+    /// External tools: which ran, their versions, and which were missing or failed.
+    #[serde(default)]
+    pub tools: Vec<ToolRun>,
+    /// Files that could not be analysed (unreadable, not UTF-8) with the reason.
+    #[serde(default)]
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// One problem found in the repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    /// Stable across unrelated edits: no line numbers (see `docs/json.md`).
+    pub id: String,
+    pub category: String,
+    pub rule: String,
+    /// The primary source: `ruff`, `mypy`, `bandit` or `agency`.
+    pub tool: String,
+    pub priority: Priority,
+    pub severity: Severity,
+    /// Relative to the repository root, `/`-separated.
+    pub file: String,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based, in characters.
+    pub column: u32,
+    pub end_line: u32,
+    pub end_column: u32,
+    pub message: String,
+    pub fix: FixAvailability,
+    /// Every tool that reported this finding (more than one after merging duplicates).
+    pub sources: Vec<FindingSource>,
+    /// The offending source line, without its line ending.
+    pub snippet: String,
+    /// Estimated share of the enclosing work a performance fix saves, in percent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub impact_pct: Option<u32>,
+}
+
+/// Whether a fix is known for a finding.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FixAvailability {
+    pub available: bool,
+    pub approval_required: bool,
+}
+
+/// One tool's report of a finding.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FindingSource {
+    pub tool: String,
+    pub rule: String,
+}
+
+/// Scan totals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanStats {
+    pub files_scanned: u64,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub lines_scanned: u64,
+    /// Findings hidden by `# noqa`-style comments, configuration or the baseline.
+    #[serde(default)]
+    pub suppressed: u64,
+    #[serde(default)]
+    pub baselined: u64,
+    /// Files answered from the content-hash cache.
+    #[serde(default)]
+    pub cached_files: u64,
+}
+
+/// What happened to one external tool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolRun {
+    pub tool: String,
+    /// `ok`, `missing`, `failed` (crashed or unparseable output) or `skipped`.
+    pub status: String,
+    pub version: Option<String>,
+    pub path: Option<String>,
+    pub duration_ms: u64,
+    /// Why the tool is missing or failed, and what to do.
+    pub message: Option<String>,
+}
+
+/// A file the scan could not analyse.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SkippedFile {
+    pub file: String,
+    pub reason: String,
+}
+
 /// Formats unix seconds as RFC 3339 in UTC (`2026-11-25T08:53:48Z`).
 pub fn format_rfc3339(unix_s: i64) -> String {
     let days = unix_s.div_euclid(86_400);

@@ -5,6 +5,7 @@
 pub mod category;
 pub mod codes;
 pub mod confidence;
+pub mod config;
 pub mod context;
 pub mod contract;
 pub mod fusion;
@@ -32,7 +33,7 @@ mod tidy {
             .filter_map(|l| l.split(['.', ' ', '=']).next())
             .filter(|n| !n.is_empty())
             .collect();
-        let allowed = ["serde", "serde_json", "sha2", "thiserror"];
+        let allowed = ["serde", "serde_json", "sha2", "thiserror", "toml"];
         for name in &names {
             assert!(
                 allowed.contains(name),
