@@ -2,7 +2,9 @@
 //! temporary directory. Paths and timings are redacted from snapshots.
 
 mod cli;
+mod client;
 mod docs;
 mod durability;
+mod scan;
 mod service;
 mod util;

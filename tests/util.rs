@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The data directory with the model and runtime library (installed by `scripts/test.sh`).
 pub fn home() -> PathBuf {
@@ -58,4 +60,127 @@ pub fn record_line(i: usize) -> String {
         "source": "import"
     })
     .to_string()
+}
+
+/// A running `agency serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// `http://ADDR`.
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(store: &Path) -> Self {
+        let mut child = agency()
+            .args(["serve", "--addr", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("agency serve starts");
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server says where it listens before exiting")
+                .expect("utf-8 stderr");
+            if let Some(rest) = line.split("http://").nth(1) {
+                let addr = rest.split_whitespace().next().expect("an address");
+                break addr.parse().expect("a socket address");
+            }
+        };
+        // Keep draining stderr so that the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// One HTTP/1.1 request over a fresh TCP connection: (status, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = body {
+            req.push_str(b);
+        }
+        stream.write_all(req.as_bytes()).expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("receive");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, decode_chunked(&body))
+    }
+
+    /// SIGKILL, as `kill -9` does (`Child::kill` sends SIGKILL on Unix).
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undoes `Transfer-Encoding: chunked` when the body looks chunked.
+fn decode_chunked(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, tail)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 {
+            return out;
+        }
+        if tail.len() < n {
+            return body.to_string();
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+}
+
+/// The service token (`agency serve --print-token`).
+pub fn token() -> String {
+    let (code, stdout, stderr) = run(agency().args(["serve", "--print-token"]));
+    assert_eq!(code, 0, "{stderr}");
+    stdout.trim().to_string()
 }

@@ -5,6 +5,8 @@
 // The CLI is the one place allowed to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod config;
+mod heal;
 mod output;
 mod patterns;
 mod serve;
@@ -64,6 +66,21 @@ enum Command {
     Patterns(patterns::PatternsCommand),
     /// Serve the pattern API over HTTP (docs/api.md).
     Serve(serve::ServeArgs),
+    /// Find problems (`--scan`): ruff, mypy, bandit and agency's own analyzers.
+    Heal(heal::HealArgs),
+    /// Record today's findings so that scans report only new ones.
+    #[command(subcommand)]
+    Baseline(heal::BaselineCommand),
+    /// Measure agency's own speed (docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time a scan and its parts (native rules, each tool alone, cold, warm, one-file
+    /// incremental) on a copy of the repository.
+    Scan(heal::ScanBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +102,9 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(&home, &args),
         Command::Patterns(cmd) => patterns::run(&home, cmd),
         Command::Serve(args) => serve::run(&home, &args),
+        Command::Heal(args) => heal::run(&home, &args),
+        Command::Baseline(cmd) => heal::run_baseline(&home, &cmd),
+        Command::Bench(BenchCommand::Scan(args)) => heal::run_bench(&home, &args),
     };
     match result {
         Ok(status) => status.into(),

@@ -1,4 +1,8 @@
 //! `agency patterns ...`: query, list, show, prune, export, import, docs, bench and outcome.
+//!
+//! `query`, `list`, `show` and `prune` go through `agency_client`: a running service when a URL
+//! is configured (`--url`, else `AGENCY_PATTERNS_URL`, else `[patterns] url` in the repository's
+//! configuration), else the store opened in this process. Their JSON is the same either way.
 
 use std::fs;
 use std::io::{self, BufReader};
@@ -6,16 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agency_client::{PatternClient, QueryRequest};
 use agency_core::Category;
 use agency_core::contract::{QueryResponse, SCHEMA_VERSION};
 use agency_patterns::embed::{Embedder, EmbedderConfig};
-use agency_patterns::{OutcomeInput, PatternStore, Query, StoreConfig};
+use agency_patterns::{OutcomeInput, PatternStore, StoreConfig};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::ExitStatus;
-use crate::output::{bar, print_json, print_text, table, warn};
+use crate::output::{bar, print_json, print_text, progress_line, table, warn};
 
 #[derive(Debug, Subcommand)]
 pub enum PatternsCommand {
@@ -26,14 +31,15 @@ pub enum PatternsCommand {
     /// Show one pattern with its examples and track record.
     Show(ShowArgs),
     /// Retire patterns whose track record fails the retirement rule, and report them.
-    Prune(JsonArgs),
+    Prune(PruneArgs),
     /// Write every pattern as JSON lines.
     Export(ExportArgs),
     /// Read patterns from JSON lines written by export; all or nothing.
     Import(ImportArgs),
     /// Generate the pattern documentation pages.
     Docs(DocsArgs),
-    /// Measure lookup latency, recall and memory on a synthetic store.
+    /// Measure lookup latency, recall and memory on a synthetic store; with --http, load-test
+    /// a running service.
     Bench(BenchArgs),
     /// Record the outcome of applying a pattern (or a batch of outcomes as JSON lines).
     Outcome(OutcomeArgs),
@@ -44,6 +50,19 @@ pub struct StoreArgs {
     /// The pattern store directory (default: <home>/store).
     #[arg(long, value_name = "DIR", global = true)]
     store: Option<PathBuf>,
+}
+
+/// Where a running pattern service is (docs/api.md#the-client).
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// A running `agency serve`, e.g. http://127.0.0.1:8080 (default: AGENCY_PATTERNS_URL,
+    /// else [patterns] url in the repository's agency.toml; none: the local store).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Fail (exit 2) instead of falling back to the local store when the service is
+    /// unreachable.
+    #[arg(long)]
+    require_service: bool,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +84,8 @@ pub struct QueryArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
     store: StoreArgs,
 }
 
@@ -76,6 +97,8 @@ pub struct ListArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
     store: StoreArgs,
 }
 
@@ -85,13 +108,17 @@ pub struct ShowArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
     store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct JsonArgs {
+pub struct PruneArgs {
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -128,11 +155,48 @@ pub struct BenchArgs {
     /// Patterns in the synthetic store.
     #[arg(long, default_value_t = 100_000)]
     n: usize,
-    /// Query texts to time.
+    /// Query texts to time (with --http: distinct texts in the workload).
     #[arg(long, default_value_t = 300)]
     queries: usize,
+    /// Load-test the service at URL instead (docs/benchmarks.md): 90% queries, 10% outcome
+    /// writes; --store is the same store opened in-process for the baseline.
+    #[arg(long, value_name = "URL")]
+    http: Option<String>,
+    /// Concurrent clients of the load (threads, one connection each).
+    #[arg(long, default_value_t = 200, requires = "http")]
+    clients: usize,
+    /// How long the load runs: 30s, 2m, 500ms (a bare number is seconds).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "http")]
+    duration: std::time::Duration,
+    /// Requests per second over all clients; 0 sends each client's next request as soon as
+    /// the previous one is answered (the service's capacity).
+    #[arg(long, default_value_t = 1200.0, requires = "http")]
+    rate: f64,
     #[arg(long)]
     json: bool,
+    /// Without --http: build the synthetic store in DIR (which must be empty) and keep it.
+    /// With --http: the store the service serves, opened here for the in-process baseline
+    /// (default: <home>/store).
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Parses `30s`, `2m`, `500ms` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, ""), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 30s, 2m or 500ms"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`; use ms, s or m")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
 #[derive(Debug, Args)]
@@ -175,8 +239,12 @@ pub fn run(home: &Path, cmd: PatternsCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         PatternsCommand::Query(args) => query(&layout, &args),
         PatternsCommand::List(args) => {
-            let store = open_store(&layout, &args.store)?;
-            let list = store.list(now(), args.all)?;
+            let client = connect(&layout, &args.service, &args.store)?;
+            let mut list = client.list()?.patterns;
+            // The service lists retired patterns too (after the live ones).
+            if !args.all {
+                list.retain(|p| !p.retired);
+            }
             if args.json {
                 print_json(&agency_core::contract::PatternList {
                     version: SCHEMA_VERSION,
@@ -217,8 +285,8 @@ pub fn run(home: &Path, cmd: PatternsCommand) -> anyhow::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         PatternsCommand::Show(args) => {
-            let store = open_store(&layout, &args.store)?;
-            let view = store.show(&args.id, now())?;
+            let client = connect(&layout, &args.service, &args.store)?;
+            let view = client.show(&args.id)?;
             if args.json {
                 print_json(&view)?;
             } else {
@@ -227,8 +295,8 @@ pub fn run(home: &Path, cmd: PatternsCommand) -> anyhow::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         PatternsCommand::Prune(args) => {
-            let store = open_store(&layout, &args.store)?;
-            let report = store.prune(now())?;
+            let client = connect(&layout, &args.service, &args.store)?;
+            let report = client.prune()?;
             if args.json {
                 print_json(&report)?;
             } else {
@@ -337,6 +405,73 @@ pub(crate) fn open_store_at(
     Ok(store)
 }
 
+/// The environment variable that overrides `[patterns] url`.
+const URL_ENV: &str = "AGENCY_PATTERNS_URL";
+/// The environment variable that holds the service's bearer token.
+const TOKEN_ENV: &str = "AGENCY_PATTERNS_TOKEN";
+
+/// Resolves the client settings: the URL from `--url`, else `AGENCY_PATTERNS_URL`, else
+/// `[patterns] url` in the configuration of the repository around the working directory; the
+/// token from `AGENCY_PATTERNS_TOKEN`, else the variable named by `[patterns] token_env`, else
+/// (for a loopback URL) the token file the local `agency serve` wrote.
+fn client_settings(
+    layout: &agency_setup::Layout,
+    service: &ServiceArgs,
+) -> anyhow::Result<agency_client::Settings> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let root = crate::config::find_root(&cwd);
+    let loaded = crate::config::load(&root)?;
+    if let Some(file) = &loaded.file {
+        tracing::debug!(file = %file.display(), "repository configuration");
+    }
+    let options = loaded.options.patterns.unwrap_or_default();
+    let url = service
+        .url
+        .clone()
+        .or_else(|| env(URL_ENV))
+        .or_else(|| options.url.clone().filter(|u| !u.trim().is_empty()));
+    let mut token = env(TOKEN_ENV).or_else(|| options.token_env.as_deref().and_then(env));
+    if token.is_none()
+        && let Some(url) = url.as_deref()
+        && agency_client::is_loopback(url)
+    {
+        // The local service's token file, read without creating it (only `agency serve`
+        // creates it); missing or unreadable means no token, and a write then gets a 401
+        // that says how to pass one.
+        let path = layout.home().join(agency_service::TOKEN_FILE);
+        token = fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+    }
+    Ok(agency_client::Settings {
+        url,
+        token,
+        require_service: service.require_service || options.require_service.unwrap_or(false),
+        http: agency_client::HttpOptions::default(),
+    })
+}
+
+/// The pattern client for a command: the configured service, else the local store. A fallback
+/// warning is printed here, once.
+fn connect(
+    layout: &agency_setup::Layout,
+    service: &ServiceArgs,
+    store: &StoreArgs,
+) -> anyhow::Result<Box<dyn PatternClient>> {
+    let settings = client_settings(layout, service)?;
+    let dir = store.store.clone();
+    let connected = agency_client::connect(
+        &settings,
+        Box::new(move || open_store_at(layout, dir).map_err(Into::into)),
+    )?;
+    if let Some(warning) = &connected.warning {
+        warn(warning);
+    }
+    Ok(connected.client)
+}
+
 fn query(layout: &agency_setup::Layout, args: &QueryArgs) -> anyhow::Result<ExitStatus> {
     if !(1..=agency_patterns::store::MAX_K).contains(&args.k) {
         bail!(
@@ -347,14 +482,13 @@ fn query(layout: &agency_setup::Layout, args: &QueryArgs) -> anyhow::Result<Exit
     if let Some(min) = args.min_confidence.filter(|m| !(0.0..=1.0).contains(m)) {
         bail!("--min-confidence must be between 0 and 1, got {min}");
     }
-    let store = open_store(layout, &args.store)?;
-    let response = store.query(&Query {
-        text: &args.text,
-        category: args.category,
-        rule: args.rule.as_deref(),
-        k: args.k,
+    let client = connect(layout, &args.service, &args.store)?;
+    let response = client.query(&QueryRequest {
+        text: args.text.clone(),
+        category: args.category.map(|c| c.as_str().to_string()),
+        rule: args.rule.clone(),
+        k: Some(args.k),
         min_confidence: args.min_confidence,
-        now: now(),
     })?;
     if response.query.truncated {
         warn("the query was longer than the model's window and was truncated");
@@ -534,9 +668,26 @@ fn write_pages(
 }
 
 fn bench(layout: &agency_setup::Layout, args: &BenchArgs) -> anyhow::Result<ExitStatus> {
+    if let Some(url) = &args.http {
+        return bench_http(layout, url, args);
+    }
     let embedder = load_embedder(layout)?;
-    let dir =
-        tempfile::tempdir().context("cannot create a temporary directory for the bench store")?;
+    // The store is a temporary directory unless --store asks to keep it (to serve it, for
+    // the load benchmark).
+    let temp;
+    let dir = if let Some(dir) = &args.store.store {
+        if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            bail!(
+                "{} is not empty; the synthetic store is built in an empty or new directory",
+                dir.display()
+            );
+        }
+        dir.clone()
+    } else {
+        temp = tempfile::tempdir()
+            .context("cannot create a temporary directory for the bench store")?;
+        temp.path().to_path_buf()
+    };
     let bar = bar(0, "bench");
     let report = agency_patterns::bench::run(
         embedder,
@@ -544,7 +695,7 @@ fn bench(layout: &agency_setup::Layout, args: &BenchArgs) -> anyhow::Result<Exit
             n: args.n,
             queries: args.queries,
             k: 10,
-            dir: dir.path().to_path_buf(),
+            dir,
             seed: 42,
         },
         &mut |what, done, total| {
@@ -560,6 +711,138 @@ fn bench(layout: &agency_setup::Layout, args: &BenchArgs) -> anyhow::Result<Exit
         print_text(&render_bench(&report))?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// Patterns that the load's writes go to: spread over the live patterns.
+const BENCH_WRITE_PATTERNS: usize = 50;
+
+/// `agency patterns bench --http URL`: the load benchmark of a running service.
+fn bench_http(
+    layout: &agency_setup::Layout,
+    url: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<ExitStatus> {
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        bail!(
+            "--rate must be 0 or more requests per second, got {}",
+            args.rate
+        );
+    }
+    let settings = client_settings(
+        layout,
+        &ServiceArgs {
+            url: Some(url.to_string()),
+            require_service: true,
+        },
+    )?;
+    // The baseline: the same store, opened in this process (reads only; seeding finds the
+    // seeds present and writes nothing).
+    let store = open_store_at(layout, args.store.store.clone())?;
+    progress_line("embedding the benchmark's query texts");
+    let corpus = agency_patterns::bench::Corpus::embed(store.embedder(), 42, &mut |_, _| {})?;
+    let queries = corpus.queries(args.queries);
+    let local = agency_client::LocalClient::new(Arc::new(store));
+
+    let service = agency_client::HttpClient::new(url, settings.token.clone(), settings.http)?;
+    let live: Vec<String> = service
+        .list()?
+        .patterns
+        .into_iter()
+        .filter(|p| !p.retired)
+        .map(|p| p.id)
+        .collect();
+    let step = (live.len() / BENCH_WRITE_PATTERNS).max(1);
+    let write_patterns: Vec<String> = live
+        .into_iter()
+        .step_by(step)
+        .take(BENCH_WRITE_PATTERNS)
+        .collect();
+    let options = agency_client::load::LoadOptions {
+        url: url.to_string(),
+        token: settings.token,
+        clients: args.clients,
+        duration: args.duration,
+        rate: args.rate,
+        write_fraction: 0.1,
+        queries,
+        write_patterns,
+        k: 5,
+        run_id: format!("bench-{}-{}", now(), std::process::id()),
+        seed: 42,
+        baseline_rounds: 3,
+        // Every refusal counts: no retries under load.
+        http: agency_client::HttpOptions {
+            max_attempts: 1,
+            ..agency_client::HttpOptions::default()
+        },
+    };
+    let report = agency_client::load::run(&options, Some(&local), &mut |stage| {
+        progress_line(stage);
+    })?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_text(&render_load(&report))?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn render_load(r: &agency_client::load::LoadReport) -> String {
+    let lat = |name: &str, l: &agency_patterns::bench::Latency| {
+        vec![
+            name.to_string(),
+            format!("{:.2}", l.p50_ms),
+            format!("{:.2}", l.p95_ms),
+            format!("{:.2}", l.p99_ms),
+            format!("{:.2}", l.max_ms),
+            l.samples.to_string(),
+        ]
+    };
+    let mut out = format!(
+        "{} clients on {} for {:.1} s, {} ({} distinct query texts, k {}, {:.0}% writes)\n",
+        r.clients,
+        r.url,
+        r.duration_s,
+        if r.target_rate > 0.0 {
+            format!("paced at {:.0} requests/s", r.target_rate)
+        } else {
+            "closed loop".to_string()
+        },
+        r.query_texts,
+        r.k,
+        r.write_fraction * 100.0
+    );
+    out.push_str(&format!(
+        "throughput {:.0} requests/s: {:.0} queries/s, {:.0} writes/s; {} requests sent, {} late\n\n",
+        r.throughput_rps, r.queries.per_s, r.writes.per_s, r.requests, r.late_sends
+    ));
+    let mut rows = vec![
+        lat("query under load", &r.queries.latency),
+        lat("write under load", &r.writes.latency),
+        lat("query, one client", &r.http_idle),
+    ];
+    if let Some(base) = &r.in_process {
+        rows.push(lat("query in-process", base));
+    }
+    out.push_str(&table(
+        &["latency (ms)", "p50", "p95", "p99", "max", "samples"],
+        &rows,
+    ));
+    if let (Some(p50), Some(p99)) = (r.ratio_p50, r.ratio_p99) {
+        out.push_str(&format!(
+            "\nunder load / in-process: p50 {p50:.1}x, p99 {p99:.1}x\n"
+        ));
+    }
+    out.push_str(&format!("\nerrors: {}", r.errors_total));
+    for (kind, n) in &r.errors {
+        out.push_str(&format!("  {kind} {n}"));
+    }
+    let c = &r.write_check;
+    out.push_str(&format!(
+        "\nwrites: {} acknowledged, {} present on {} patterns, {} missing, {} present but not acknowledged\n",
+        c.acknowledged, c.present, c.patterns, c.missing, c.unacknowledged_present
+    ));
+    out
 }
 
 fn render_bench(r: &agency_patterns::bench::BenchReport) -> String {

@@ -177,8 +177,11 @@ ruff = "/opt/ruff"
         let e = parse(ConfigSource::AgencyToml, "[verify]\ncommnd = \"x\"\n").unwrap_err();
         assert_eq!(e.file, "agency.toml");
         assert!(e.message.contains("commnd"), "{e}");
-        let e = parse(ConfigSource::Pyproject, "[tool.agency.scan]\nfail-on = \"P9\"\n")
-            .unwrap_err();
+        let e = parse(
+            ConfigSource::Pyproject,
+            "[tool.agency.scan]\nfail-on = \"P9\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("invalid pyproject.toml:"), "{e}");
         assert!(parse(ConfigSource::AgencyToml, "not toml [").is_err());
     }

@@ -276,6 +276,10 @@ pub struct PatternStore {
     vectors: RwLock<VectorIndex>,
     /// Highest primary key in the vector index, and whether it changed since the last save.
     vector_state: Mutex<(u64, bool)>,
+    /// Serialises every change to the vector index (inserts, rebuilds, checkpoints). Graph
+    /// inserts then need only the read lock of `vectors` (hnsw_rs inserts through `&self`), so
+    /// a query never queues behind a write, a rebuild or a dump of the graph.
+    vector_writes: Mutex<()>,
     text: TextIndex,
     /// Recent query embeddings: the same error is looked up again and again (every healer,
     /// every run), and the model is two thirds of a lookup.
@@ -339,6 +343,7 @@ impl PatternStore {
             table: RwLock::new(table),
             vectors: RwLock::new(vectors),
             vector_state: Mutex::new((max_pk, dirty)),
+            vector_writes: Mutex::new(()),
             text,
             query_cache: Mutex::new(QueryCache::default()),
             warnings,
@@ -677,11 +682,16 @@ impl PatternStore {
         }
         {
             let batch: Vec<(u64, &[f32])> = rows.iter().map(|r| (r.0, r.3.as_slice())).collect();
-            write(&self.vectors).insert_batch(&batch, self.config.vector);
-        }
-        if let Some(max) = rows.iter().map(|r| r.0).max() {
-            let mut state = lock(&self.vector_state);
-            *state = (state.0.max(max), true);
+            let _serial = lock(&self.vector_writes);
+            // A graph takes the insert beside running queries; the exact index (small, a push
+            // per vector) takes the write lock for microseconds.
+            if !read(&self.vectors).insert_shared(&batch) {
+                write(&self.vectors).insert_batch(&batch, self.config.vector);
+            }
+            if let Some(max) = rows.iter().map(|r| r.0).max() {
+                let mut state = lock(&self.vector_state);
+                *state = (state.0.max(max), true);
+            }
         }
         let docs: Vec<TextDoc<'_>> = rows
             .iter()
@@ -962,6 +972,9 @@ impl PatternStore {
         if (tombstones as f64) / (points as f64) <= TOMBSTONE_REBUILD_FRACTION {
             return Ok(());
         }
+        // Inserts wait for the rebuild (they would be lost in the swap); queries go on with the
+        // old graph until the swap.
+        let serial = lock(&self.vector_writes);
         let all = self.with_reader(|db| db.embeddings_after(0, DIM))?;
         let live_vectors = {
             let table = read(&self.table);
@@ -973,12 +986,19 @@ impl PatternStore {
         let rebuilt = VectorIndex::build(live_vectors, self.config.vector);
         *write(&self.vectors) = rebuilt;
         *lock(&self.vector_state) = (max_pk, true);
-        self.checkpoint()
+        self.checkpoint_serialised(&serial)
     }
 
     /// Persists the vector graph (when there is one and it changed), so that the next open
     /// loads it instead of rebuilding. Safe to call any time; cheap when nothing changed.
     pub fn checkpoint(&self) -> Result<()> {
+        let serial = lock(&self.vector_writes);
+        self.checkpoint_serialised(&serial)
+    }
+
+    /// [`Self::checkpoint`] with `vector_writes` held: the dump and the recorded `max_pk` agree,
+    /// and queries run beside the dump (they share the read lock).
+    fn checkpoint_serialised(&self, _serial: &std::sync::MutexGuard<'_, ()>) -> Result<()> {
         let (max_pk, dirty) = *lock(&self.vector_state);
         if !dirty {
             return Ok(());

@@ -342,6 +342,22 @@ impl VectorIndex {
         }
     }
 
+    /// Adds the vectors when the index takes inserts through a shared reference (a graph), and
+    /// says whether it did; the caller then uses [`Self::insert_batch`] under a write lock.
+    pub fn insert_shared(&self, vectors: &[(u64, &[f32])]) -> bool {
+        match self {
+            VectorIndex::Graph(graph) => {
+                if let [(id, v)] = vectors {
+                    graph.insert(*id, v);
+                } else {
+                    graph.insert_batch(vectors);
+                }
+                true
+            }
+            VectorIndex::Exact(_) => false,
+        }
+    }
+
     /// Adds many vectors; a graph inserts them in parallel.
     pub fn insert_batch(&mut self, vectors: &[(u64, &[f32])], params: VectorParams) {
         match self {

@@ -2,29 +2,27 @@
 //! encode. Request types refuse unknown fields; responses are `agency_core::contract` types
 //! where one exists.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agency_core::contract::{PatternList, PatternView, PruneReport, QueryResponse, SCHEMA_VERSION};
-use agency_core::pattern::{Example, PatternSpec, Rewrite};
-use agency_core::{Applicability, Category, Source};
-use agency_patterns::{Learned, OutcomeInput, OutcomeResult, PatternStore, Query};
+use agency_patterns::{OutcomeResult, PatternStore, Query};
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+// The bodies live in the client crate, so that its in-process implementation checks and
+// answers exactly as these handlers do.
+pub use agency_client::wire::{
+    CategoryCounts, ExampleRequest, Health, LearnRequest, LearnResponse, OutcomeRequest,
+    OutcomeWindow, PatternCounts, QueryRequest, RetireRequest, Stats,
+};
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// Default number of matches a query returns.
-const DEFAULT_K: usize = 5;
-/// Longest idempotency key accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// `axum::Json` whose rejections are [`ApiError`]s, so malformed bodies get our error shape.
 pub struct ApiJson<T>(pub T);
@@ -95,50 +93,24 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&store)).await?
 }
 
-fn parse_category(s: &str) -> Result<Category, ApiError> {
-    s.parse()
-        .map_err(|e: agency_core::category::UnknownCategory| {
-            ApiError::unprocessable("invalid_category", e.to_string())
-        })
+impl From<agency_client::wire::Invalid> for ApiError {
+    fn from(e: agency_client::wire::Invalid) -> Self {
+        ApiError::unprocessable(e.code, e.message)
+    }
 }
 
 /// `POST /v1/patterns/query`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    pub text: String,
-    #[serde(default)]
-    pub category: Option<String>,
-    #[serde(default)]
-    pub rule: Option<String>,
-    #[serde(default)]
-    pub k: Option<usize>,
-    #[serde(default)]
-    pub min_confidence: Option<f64>,
-}
-
 pub async fn query(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<QueryRequest>,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    let category = req.category.as_deref().map(parse_category).transpose()?;
-    if let Some(c) = req.min_confidence
-        && !(0.0..=1.0).contains(&c)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_min_confidence",
-            format!("min_confidence {c} is outside 0..=1"),
-        ));
-    }
-    if req.k == Some(0) {
-        return Err(ApiError::unprocessable("invalid_k", "k must be at least 1"));
-    }
+    let (category, k) = req.check()?;
     let response = blocking(&state, move |store| {
         Ok(store.query(&Query {
             text: &req.text,
             category,
             rule: req.rule.as_deref(),
-            k: req.k.unwrap_or(DEFAULT_K),
+            k,
             min_confidence: req.min_confidence,
             now: now(),
         })?)
@@ -147,153 +119,30 @@ pub async fn query(
     Ok(Json(response))
 }
 
-/// A worked example in a learn request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExampleRequest {
-    pub before: String,
-    pub after: String,
-    pub source: String,
-}
-
-/// `POST /v1/patterns`: a new pattern, the fields of an export record without its track record.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LearnRequest {
-    #[serde(default)]
-    pub version: Option<u32>,
-    pub id: String,
-    pub category: String,
-    pub rule: String,
-    pub title: String,
-    pub message: String,
-    #[serde(default)]
-    pub explanation: String,
-    pub applicability: String,
-    pub before: String,
-    pub after: String,
-    pub examples: Vec<ExampleRequest>,
-    pub source: String,
-}
-
-/// What `POST /v1/patterns` did.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LearnResponse {
-    pub version: u32,
-    pub id: String,
-    /// `inserted` or `merged`.
-    pub learned: String,
-}
-
-fn parse_source(s: &str) -> Result<Source, ApiError> {
-    s.parse().map_err(|e: agency_core::pattern::PatternError| {
-        ApiError::unprocessable("invalid_source", e.to_string())
-    })
-}
-
-fn spec_of(req: LearnRequest) -> Result<PatternSpec, ApiError> {
-    if req.version.is_some_and(|v| v > SCHEMA_VERSION) {
-        return Err(ApiError::unprocessable(
-            "unsupported_version",
-            format!(
-                "version {} is newer than this service supports ({SCHEMA_VERSION})",
-                req.version.unwrap_or_default()
-            ),
-        ));
-    }
-    let examples = req
-        .examples
-        .into_iter()
-        .map(|e| {
-            Ok(Example {
-                before: e.before,
-                after: e.after,
-                source: parse_source(&e.source)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    let applicability: Applicability =
-        req.applicability
-            .parse()
-            .map_err(|e: agency_core::pattern::PatternError| {
-                ApiError::unprocessable("invalid_applicability", e.to_string())
-            })?;
-    Ok(PatternSpec {
-        id: req.id,
-        category: parse_category(&req.category)?,
-        rule: req.rule,
-        title: req.title,
-        message: req.message,
-        explanation: req.explanation,
-        applicability,
-        rewrite: Rewrite {
-            before: req.before,
-            after: req.after,
-        },
-        examples,
-        source: parse_source(&req.source)?,
-        // A learned pattern earns its confidence from outcomes; priors are curated only.
-        prior: (0.0, 0.0),
-    })
-}
-
+/// `POST /v1/patterns`: 201 for a new pattern, 200 for a merge.
 pub async fn learn(
     State(state): State<AppState>,
     _auth: Authorized,
     ApiJson(req): ApiJson<LearnRequest>,
 ) -> Result<(StatusCode, Json<LearnResponse>), ApiError> {
-    let spec = spec_of(req)?;
+    let spec = req.into_spec()?;
     let learned = blocking(&state, move |store| Ok(store.learn(&spec, now())?)).await?;
-    let (status, id, learned) = match learned {
-        Learned::Inserted { id } => (StatusCode::CREATED, id, "inserted"),
-        Learned::Merged { id } => (StatusCode::OK, id, "merged"),
+    let response = LearnResponse::of(learned);
+    let status = if response.inserted() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok((
-        status,
-        Json(LearnResponse {
-            version: SCHEMA_VERSION,
-            id,
-            learned: learned.to_string(),
-        }),
-    ))
+    Ok((status, Json(response)))
 }
 
 /// `POST /v1/outcomes`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutcomeRequest {
-    pub pattern_id: String,
-    pub success: bool,
-    /// The finding the pattern was applied to, any JSON; stored as its text.
-    #[serde(default)]
-    pub finding: Option<serde_json::Value>,
-    #[serde(default)]
-    pub duration_ms: Option<u64>,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
 pub async fn outcome(
     State(state): State<AppState>,
     _auth: Authorized,
     ApiJson(req): ApiJson<OutcomeRequest>,
 ) -> Result<Json<OutcomeResult>, ApiError> {
-    if let Some(key) = &req.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_idempotency_key",
-            format!("idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} bytes"),
-        ));
-    }
-    let input = OutcomeInput {
-        pattern_id: req.pattern_id,
-        success: req.success,
-        finding: req.finding.map(|f| f.to_string()),
-        duration_ms: req.duration_ms,
-        idempotency_key: req.idempotency_key,
-        at: now(),
-    };
+    let input = req.into_input(now())?;
     let result = blocking(&state, move |store| Ok(store.record_outcome(&input)?)).await?;
     Ok(Json(result))
 }
@@ -315,27 +164,16 @@ pub async fn show(
 }
 
 /// `DELETE /v1/patterns/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetireRequest {
-    pub reason: String,
-}
-
 pub async fn retire(
     State(state): State<AppState>,
     _auth: Authorized,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RetireRequest>,
 ) -> Result<Json<PatternView>, ApiError> {
-    if req.reason.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_reason",
-            "reason is empty; say why the pattern is retired",
-        ));
-    }
+    let reason = req.reason()?.to_string();
     let view = blocking(&state, move |store| {
         let now = now();
-        store.retire(&id, req.reason.trim(), now)?;
+        store.retire(&id, &reason, now)?;
         Ok(store.show(&id, now)?)
     })
     .await?;
@@ -351,111 +189,15 @@ pub async fn prune(
 }
 
 /// `GET /v1/stats`.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Stats {
-    pub version: u32,
-    pub patterns: PatternCounts,
-    /// Outcomes over the last `1h`, `24h` and `7d`.
-    pub outcomes: BTreeMap<String, OutcomeWindow>,
-    /// The fraction of live patterns applied again after they were learned: more outcomes than
-    /// the verified heals they were learned from (learning from a heal records one success).
-    pub reuse_rate: f64,
-    /// Bytes of the store's database files (`patterns.db` and its WAL).
-    pub store_bytes: u64,
-}
-
-/// Pattern counts, in total and by category (every category listed).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PatternCounts {
-    pub live: usize,
-    pub retired: usize,
-    pub by_category: BTreeMap<String, CategoryCounts>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CategoryCounts {
-    pub live: usize,
-    pub retired: usize,
-}
-
-/// Outcomes in one time window; `success_rate` is null when there were none.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct OutcomeWindow {
-    pub total: u64,
-    pub successes: u64,
-    pub success_rate: Option<f64>,
-}
-
-const WINDOWS: [(&str, i64); 3] = [("1h", 3_600), ("24h", 86_400), ("7d", 7 * 86_400)];
-
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let stats = blocking(&state, |store| {
-        let now = now();
-        let summaries = store.list(now, true)?;
-        let mut by_category: BTreeMap<String, CategoryCounts> = Category::ALL
-            .iter()
-            .map(|c| (c.as_str().to_string(), CategoryCounts::default()))
-            .collect();
-        let (mut live, mut retired, mut reused) = (0, 0, 0);
-        for p in &summaries {
-            let counts = by_category.entry(p.category.clone()).or_default();
-            if p.retired {
-                retired += 1;
-                counts.retired += 1;
-            } else {
-                live += 1;
-                counts.live += 1;
-                let learned_outcomes = if p.source == Source::Heal.as_str() {
-                    p.support
-                } else {
-                    0
-                };
-                if p.successes + p.failures > learned_outcomes {
-                    reused += 1;
-                }
-            }
-        }
-        let mut outcomes = BTreeMap::new();
-        for (name, span_s) in WINDOWS {
-            let (total, successes) = store.outcome_totals_since(now - span_s)?;
-            outcomes.insert(
-                name.to_string(),
-                OutcomeWindow {
-                    total,
-                    successes,
-                    success_rate: (total > 0).then(|| successes as f64 / total as f64),
-                },
-            );
-        }
-        Ok(Stats {
-            version: SCHEMA_VERSION,
-            patterns: PatternCounts {
-                live,
-                retired,
-                by_category,
-            },
-            outcomes,
-            reuse_rate: if live == 0 {
-                0.0
-            } else {
-                f64::from(reused) / live as f64
-            },
-            store_bytes: crate::store_bytes(store.dir()),
-        })
+        Ok(agency_client::wire::stats(store, now())?)
     })
     .await?;
     Ok(Json(stats))
 }
 
 /// `GET /health`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Health {
-    pub status: String,
-    /// True once the model and indexes are loaded and the service accepts queries.
-    pub ready: bool,
-    pub patterns: usize,
-}
-
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let patterns = blocking(&state, |store| Ok(store.live_count())).await?;
     Ok(Json(Health {

@@ -121,7 +121,18 @@ impl IntoResponse for ApiError {
                 message: &self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        // These refusals can leave the request body unread (the token is checked before the
+        // body, a body over the limit is not read to its end, a stalled upload times out).
+        // hyper then closes the connection; saying so lets a keep-alive client open a new one
+        // for its next request instead of sending it into a closed socket.
+        if matches!(self.status.as_u16(), 401 | 413) || self.code == "timeout" {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

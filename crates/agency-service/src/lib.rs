@@ -318,11 +318,7 @@ pub fn run(
 
 /// Bytes of the store's database files.
 fn store_bytes(dir: &Path) -> u64 {
-    ["patterns.db", "patterns.db-wal"]
-        .iter()
-        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
-        .map(|m| m.len())
-        .sum()
+    agency_client::wire::store_bytes(dir)
 }
 
 #[cfg(test)]

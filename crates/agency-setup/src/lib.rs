@@ -10,7 +10,7 @@
 
 mod download;
 mod extract;
-mod process;
+pub mod process;
 mod stamp;
 mod tools;
 

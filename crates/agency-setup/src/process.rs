@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use crate::{Error, Result};
 
 /// How many trailing lines of a failed command's output go into its error.
-pub(crate) const TAIL_LINES: usize = 20;
+pub const TAIL_LINES: usize = 20;
 
 /// What a finished subprocess left behind.
 #[derive(Debug)]
-pub(crate) struct Output {
+pub struct Output {
     /// The command line, for messages.
     pub command: String,
     pub status: ExitStatus,
@@ -56,20 +56,20 @@ impl Output {
 }
 
 /// The last `n_lines` lines of `text`.
-pub(crate) fn tail(text: &str, n_lines: usize) -> String {
+pub fn tail(text: &str, n_lines: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n_lines)..].join("\n")
 }
 
 /// The command line of `cmd`, for messages.
-pub(crate) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
     words.extend(cmd.get_args().map(|arg| arg.to_string_lossy().into_owned()));
     words.join(" ")
 }
 
 /// Runs `cmd` to completion, or kills it once `timeout` has passed.
-pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     let command = describe(cmd);
     tracing::debug!(%command, "running");
     let mut child = cmd

@@ -1,0 +1,486 @@
+//! `agency heal --scan` (detect only: writes no source file) and `agency baseline`. Resolves
+//! the repository root and its configuration, merges the flags, runs the scanner and renders
+//! its report as text, the JSON contract or SARIF, and picks the exit code from `--fail-on`.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agency_core::contract::{Finding, Priority, ScanReport};
+use agency_scan::git::Changes;
+use agency_scan::tools::{Tool, ToolLocations};
+use agency_scan::{Progress, ScanSettings, baseline};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::ExitStatus;
+use crate::config;
+use crate::output;
+
+/// `agency heal`.
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // command-line flags
+pub struct HealArgs {
+    /// Detect only: report findings, change nothing.
+    #[arg(long)]
+    scan: bool,
+    /// Print the contract's JSON document on stdout.
+    #[arg(long, conflicts_with = "sarif")]
+    json: bool,
+    /// Print SARIF 2.1.0 (for GitHub code scanning) on stdout.
+    #[arg(long)]
+    sarif: bool,
+    /// Exit 1 when findings at or above this priority remain (default P1, or `[scan] fail-on`).
+    #[arg(long, value_name = "P0|P1|P2|P3")]
+    fail_on: Option<Priority>,
+    /// Do not report findings recorded in this baseline file.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Only files changed against HEAD (including untracked ones).
+    #[arg(long, conflicts_with_all = ["staged", "since"])]
+    changed: bool,
+    /// Only files staged in the git index (what a pre-commit hook sees).
+    #[arg(long, conflicts_with = "since")]
+    staged: bool,
+    /// Only files changed since this revision.
+    #[arg(long, value_name = "REV")]
+    since: Option<String>,
+    /// Neither read nor write the cache in `.agency/cache/`.
+    #[arg(long)]
+    no_cache: bool,
+    /// External tools to run (default: ruff,mypy,bandit); `none` runs only agency's analyzers.
+    #[arg(long, value_delimiter = ',', value_name = "TOOLS")]
+    tools: Option<Vec<String>>,
+    /// Read Python tracebacks from this log (`-`: standard input) and report the runtime
+    /// errors they show, mapped to the repository's files, instead of analysing the code.
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["changed", "staged", "since", "tools"])]
+    from_log: Option<PathBuf>,
+    /// Files or directories to scan (default: the whole repository).
+    paths: Vec<PathBuf>,
+}
+
+/// `agency baseline`.
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Record today's findings (default file: .agency/baseline.json); fails if it exists.
+    Create(BaselineArgs),
+    /// Re-record the findings, dropping the fixed ones and adding the new ones.
+    Update(BaselineArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The baseline file (default: .agency/baseline.json in the repository).
+    file: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `agency bench scan`.
+#[derive(Debug, Args)]
+pub struct ScanBenchArgs {
+    /// Times each scenario runs.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// External tools to include (default: ruff,mypy,bandit); `none` times only agency's own.
+    #[arg(long, value_delimiter = ',', value_name = "TOOLS")]
+    tools: Option<Vec<String>>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The directory to measure (default: the repository around the working directory).
+    paths: Vec<PathBuf>,
+}
+
+/// Flags of a plain full scan, for commands that scan on their own terms.
+fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs {
+    HealArgs {
+        scan: true,
+        json: false,
+        sarif: false,
+        fail_on: None,
+        baseline: None,
+        changed: false,
+        staged: false,
+        since: None,
+        no_cache: false,
+        tools,
+        from_log: None,
+        paths,
+    }
+}
+
+pub fn run_bench(home: &Path, args: &ScanBenchArgs) -> Result<ExitStatus> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let loaded = config::load(&root)?;
+    let scan_options = loaded.options.scan.clone().unwrap_or_default();
+    let settings = settings(
+        home,
+        &root,
+        &scan_options,
+        &plain_scan_args(args.tools.clone(), args.paths.clone()),
+    )?;
+    let report = agency_scan::bench::run(&settings, args.runs, &mut |step| {
+        output::progress_line(&format!("bench: {step}"));
+    })?;
+    if args.json {
+        output::print_json(&report)?;
+        return Ok(ExitStatus::Success);
+    }
+    let rows: Vec<Vec<String>> = report
+        .scenarios
+        .iter()
+        .map(|s| {
+            if let Some(note) = &s.note {
+                return vec![
+                    s.name.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    note.clone(),
+                ];
+            }
+            vec![
+                s.name.clone(),
+                format!("{:.0}", s.p50_ms),
+                format!("{:.0}", s.p95_ms),
+                format!("{:.0}", s.p99_ms),
+                s.lines_per_s
+                    .map_or_else(String::new, |l| format!("{l:.0} lines/s")),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "{} files, {} lines, {} cores, {} runs each\n\n",
+        report.files, report.lines, report.cores, args.runs
+    );
+    text.push_str(&output::table(
+        &["scenario", "p50 ms", "p95 ms", "p99 ms", "throughput"],
+        &rows,
+    ));
+    if let Some(r) = report.native_vs_bandit {
+        let _ = writeln!(text, "\nnative rules: {r:.1}x bandit's throughput");
+    }
+    if let Some(r) = report.full_vs_slowest_tool {
+        let _ = writeln!(text, "full scan (cold): {r:.2}x the slowest tool alone");
+    }
+    output::print_text(&text)?;
+    Ok(ExitStatus::Success)
+}
+
+pub fn run(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    if !args.scan {
+        bail!(
+            "this build of agency can only scan: run `agency heal --scan`; fixing, verifying and rolling back are not built yet"
+        );
+    }
+    // The repository is the one the command runs in, as for git: paths outside it are refused.
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let loaded = config::load(&root)?;
+    let scan_options = loaded.options.scan.clone().unwrap_or_default();
+    let mut settings = settings(home, &root, &scan_options, args)?;
+    let baseline_path = args
+        .baseline
+        .clone()
+        .or_else(|| scan_options.baseline.as_ref().map(|b| root.join(b)));
+    if let Some(path) = &baseline_path {
+        settings.baseline = baseline::load(path)
+            .with_context(|| format!("cannot use the baseline {}", path.display()))?;
+    }
+    let fail_on = args
+        .fail_on
+        .or(scan_options.fail_on)
+        .unwrap_or(Priority::P1);
+    if let Some(log) = &args.from_log {
+        settings.log = Some(read_log(log)?);
+    }
+    let output = scan_with_progress(&settings)?;
+    for note in &output.notes {
+        output::warn(note);
+    }
+    for tool in &output.report.tools {
+        if tool.status != "ok"
+            && let Some(message) = &tool.message
+        {
+            output::warn(&format!("{} {}: {message}", tool.tool, tool.status));
+        }
+    }
+    if args.json {
+        output::print_json(&output.report)?;
+    } else if args.sarif {
+        output::print_json(&agency_scan::sarif::render(
+            &output.report.findings,
+            env!("CARGO_PKG_VERSION"),
+        ))?;
+    } else {
+        output::print_text(&render_text(&output.report, fail_on))?;
+    }
+    Ok(exit_status(&output.report.findings, fail_on))
+}
+
+pub fn run_baseline(home: &Path, command: &BaselineCommand) -> Result<ExitStatus> {
+    let (args, create) = match command {
+        BaselineCommand::Create(args) => (args, true),
+        BaselineCommand::Update(args) => (args, false),
+    };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let loaded = config::load(&root)?;
+    let scan_options = loaded.options.scan.clone().unwrap_or_default();
+    let path = args.file.as_ref().map_or_else(
+        || {
+            root.join(
+                scan_options
+                    .baseline
+                    .as_deref()
+                    .unwrap_or(baseline::DEFAULT_PATH),
+            )
+        },
+        |f| cwd.join(f),
+    );
+    if create && path.exists() {
+        bail!(
+            "{} already exists: run `agency baseline update` to re-record it",
+            path.display()
+        );
+    }
+    let scan_args = plain_scan_args(None, Vec::new());
+    let settings = settings(home, &root, &scan_options, &scan_args)?;
+    let output = scan_with_progress(&settings)?;
+    baseline::write(&path, &output.report.findings)
+        .with_context(|| format!("cannot write the baseline {}", path.display()))?;
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "version": 1,
+            "baseline": path.display().to_string(),
+            "findings": output.report.findings.len(),
+        }))?;
+    } else {
+        output::print_text(&format!(
+            "Recorded {} findings in {}; scans with --baseline {} (or `[scan] baseline`) report only new ones.\n",
+            output.report.findings.len(),
+            path.display(),
+            path.display()
+        ))?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn settings(
+    home: &Path,
+    root: &Path,
+    options: &agency_core::config::ScanOptions,
+    args: &HealArgs,
+) -> Result<ScanSettings> {
+    let mut settings = ScanSettings::new(root.to_path_buf());
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    settings.paths = args.paths.iter().map(|p| cwd.join(p)).collect();
+    settings.changes = if args.changed {
+        Some(Changes::Changed)
+    } else if args.staged {
+        Some(Changes::Staged)
+    } else {
+        args.since.clone().map(Changes::Since)
+    };
+    settings.exclude = options.exclude.clone().unwrap_or_default();
+    settings.select = options.select.clone().unwrap_or_default();
+    settings.ignore = options.ignore.clone().unwrap_or_default();
+    settings.cache = !args.no_cache;
+    settings.tool_timeout = Duration::from_mins(10);
+    if let Some(tools) = &args.tools {
+        settings.tools = Vec::new();
+        for name in tools {
+            match name.as_str() {
+                "none" => {}
+                "ruff" => settings.tools.push(Tool::Ruff),
+                "mypy" => settings.tools.push(Tool::Mypy),
+                "bandit" => settings.tools.push(Tool::Bandit),
+                other => {
+                    bail!("unknown tool `{other}` in --tools: expected ruff, mypy, bandit or none")
+                }
+            }
+        }
+    }
+    let layout = agency_setup::Layout::new(home);
+    let mut locations = ToolLocations {
+        pinned_bin: Some(layout.venv().join("bin")),
+        active_venv: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+        configured: Vec::new(),
+    };
+    if let Some(paths) = &options.tools {
+        for (tool, path) in [
+            (Tool::Ruff, &paths.ruff),
+            (Tool::Mypy, &paths.mypy),
+            (Tool::Bandit, &paths.bandit),
+        ] {
+            if let Some(path) = path {
+                locations.configured.push((tool, PathBuf::from(path)));
+            }
+        }
+    }
+    settings.locations = locations;
+    Ok(settings)
+}
+
+/// The log's text: a file, or standard input for `-`. Bytes that are not UTF-8 (a log mixes
+/// whatever programs print) are replaced, not refused.
+fn read_log(path: &Path) -> Result<String> {
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .context("cannot read the log from standard input")?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the log {}: check the path (use `-` to read standard input)",
+                path.display()
+            )
+        })?
+    };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn scan_with_progress(settings: &ScanSettings) -> Result<agency_scan::ScanOutput> {
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    let plain = output::plain_progress();
+    let progress = |event: Progress| match event {
+        Progress::Discovered { files } => {
+            if plain {
+                eprintln!("agency: scanning {files} files");
+            }
+            if let Ok(mut bar) = bar.lock() {
+                *bar = Some(output::bar(files, "analyzing"));
+            }
+        }
+        Progress::Analyzed { done, .. } => {
+            if let Ok(bar) = bar.lock()
+                && let Some(bar) = bar.as_ref()
+            {
+                bar.set_position(done as u64);
+            }
+        }
+        Progress::ToolFinished { tool } => {
+            if plain {
+                eprintln!("agency: {tool} finished");
+            }
+        }
+    };
+    let result = agency_scan::scan(settings, &progress);
+    if let Ok(bar) = bar.lock()
+        && let Some(bar) = bar.as_ref()
+    {
+        bar.finish_and_clear();
+    }
+    Ok(result?)
+}
+
+fn exit_status(findings: &[Finding], fail_on: Priority) -> ExitStatus {
+    if findings.iter().any(|f| f.priority <= fail_on) {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    }
+}
+
+/// The human view: findings grouped by file with the offending line, then a summary.
+fn render_text(report: &ScanReport, fail_on: Priority) -> String {
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let mut out = String::new();
+    let mut current_file: Option<&str> = None;
+    for f in &report.findings {
+        if current_file != Some(f.file.as_str()) {
+            if current_file.is_some() {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", paint("1", &f.file));
+            current_file = Some(&f.file);
+        }
+        let priority_color = match f.priority {
+            Priority::P0 => "31;1",
+            Priority::P1 => "31",
+            Priority::P2 => "33",
+            Priority::P3 => "36",
+        };
+        let sources: Vec<String> = f
+            .sources
+            .iter()
+            .map(|s| format!("{} {}", s.tool, s.rule))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}:{} {} {} {} ({})",
+            f.line,
+            f.column,
+            paint(priority_color, f.priority.as_str()),
+            paint("1", &f.rule),
+            f.message,
+            sources.join(", ")
+        );
+        if !f.snippet.trim().is_empty() {
+            let _ = writeln!(out, "    {} | {}", f.line, f.snippet.trim_end());
+        }
+    }
+    if !report.findings.is_empty() {
+        out.push('\n');
+    }
+    let mut counts = [0usize; 4];
+    for f in &report.findings {
+        counts[f.priority as usize] += 1;
+    }
+    let failing: usize = report
+        .findings
+        .iter()
+        .filter(|f| f.priority <= fail_on)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} findings (P0 {}, P1 {}, P2 {}, P3 {}) in {} files, {} lines, {} ms; {} at or above {}",
+        report.findings.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        report.stats.files_scanned,
+        report.stats.lines_scanned,
+        report.stats.duration_ms,
+        failing,
+        fail_on.as_str()
+    );
+    let tools: Vec<String> = report
+        .tools
+        .iter()
+        .map(|t| match &t.version {
+            Some(v) => format!("{} {v} {}", t.tool, t.status),
+            None => format!("{} {}", t.tool, t.status),
+        })
+        .collect();
+    if !tools.is_empty() {
+        let _ = writeln!(out, "tools: {}", tools.join(", "));
+    }
+    if report.stats.suppressed + report.stats.baselined > 0 {
+        let _ = writeln!(
+            out,
+            "hidden: {} by suppression comments, {} by the baseline",
+            report.stats.suppressed, report.stats.baselined
+        );
+    }
+    for skipped in &report.skipped {
+        let _ = writeln!(out, "skipped {}: {}", skipped.file, skipped.reason);
+    }
+    out
+}
