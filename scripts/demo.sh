@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what agency needs (idempotently, into .agency-home/ inside the clone),
-# loads the curated seed pattern library into a fresh demo store, and looks a few errors up.
+# scans the bundled demo repository (ruff, mypy, bandit and agency's own rules) and a runtime
+# log from it, then loads the curated seed pattern library into a fresh demo store and looks a
+# few errors up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,25 @@ export PIP_CACHE_DIR="$AGENCY_HOME/pip-cache"
 cargo build --quiet --release --bin agency
 agency=target/release/agency
 "$agency" setup
+
+# The demo repository is copied, so that the clone stays clean (a scan keeps its cache in
+# .agency/ of the scanned repository).
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp -R fixtures/demo-repo "$work/shop"
+git -C "$work/shop" init -q
+git -C "$work/shop" add -A
+git -C "$work/shop" -c user.name=demo -c user.email=demo@example.org commit -q -m demo
+log="$PWD/fixtures/logs/shop-production.log"
+
+agency="$PWD/$agency"
+scan() {
+    printf '\n$ agency %s\n' "$*"
+    # Exit 1 means findings at or above the failing priority: expected here.
+    (cd "$work/shop" && "$agency" "$@") || [ $? -eq 1 ]
+}
+scan heal --scan
+scan heal --scan --from-log "$log"
 
 store="$AGENCY_HOME/demo-store"
 rm -rf "$store"

@@ -177,22 +177,37 @@ fn scan_reports_every_category_in_the_contract_and_writes_no_source() {
         .map(|t| (t["tool"].as_str().unwrap(), t["status"].as_str().unwrap()))
         .collect();
     assert_eq!(tools, [("ruff", "ok"), ("mypy", "ok"), ("bandit", "ok")]);
-    // Merged across tools: the SQL injection names agency and bandit? bandit reports the
-    // assignment line, agency the call; the hardcoded key is agency's alone at default bandit
-    // severity. The unused-import-free `json` use is reported by ruff too and merged.
-    let missing_json = doc["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "AGY102")
-        .unwrap();
-    let sources: Vec<&str> = missing_json["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["tool"].as_str().unwrap())
-        .collect();
-    assert_eq!(sources, ["agency", "ruff"]);
+    // Merged across tools: bandit reports the SQL injection where the f-string is built, agency
+    // at the `execute` it reaches (naming the build line): one finding, both sources, no B608
+    // left on its own. The missing `json` import is ruff's F821 too.
+    let sources_of = |rule: &str| -> Vec<String> {
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} finding"))["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["tool"].as_str().unwrap(),
+                    s["rule"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(sources_of("AGY201"), ["agency AGY201", "bandit B608"]);
+    assert!(
+        !doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == "B608")
+    );
+    assert_eq!(sources_of("AGY102"), ["agency AGY102", "ruff F821"]);
 }
 
 #[test]
@@ -554,4 +569,56 @@ fn from_log_maps_container_tracebacks_to_repository_findings() {
         stderr.contains("cannot read the log missing.log"),
         "{stderr}"
     );
+}
+
+#[test]
+fn bandit_results_are_cached_per_file_and_redone_for_changed_files() {
+    let repo = demo_repo();
+    let bandit_run = |doc: &Value| {
+        doc["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tool"] == "bandit")
+            .cloned()
+            .unwrap()
+    };
+    let bandit_findings = |doc: &Value| -> Vec<(String, String, u64)> {
+        findings(doc)
+            .into_iter()
+            .filter(|(rule, _, _)| rule.starts_with('B') || rule.starts_with("AGY2"))
+            .collect()
+    };
+    let (_, first, stderr) = scan_json(repo.path(), &["--tools", "bandit"]);
+    let run = bandit_run(&first);
+    assert_eq!(run["status"], "ok", "{stderr}");
+    assert_eq!(run["cached_files"], 0);
+    let (_, second, _) = scan_json(repo.path(), &["--tools", "bandit"]);
+    let files = second["stats"]["files_scanned"].as_u64().unwrap();
+    assert_eq!(bandit_run(&second)["cached_files"], files);
+    assert_eq!(bandit_findings(&second), bandit_findings(&first));
+
+    // One changed file goes to bandit again; its new finding appears, the others stay.
+    let util = repo.path().join("shop/util.py");
+    let mut text = std::fs::read_to_string(&util).unwrap();
+    text.push_str("\n\ndef load(blob):\n    import pickle\n\n    return pickle.loads(blob)\n");
+    std::fs::write(&util, text).unwrap();
+    let (_, third, _) = scan_json(repo.path(), &["--tools", "bandit"]);
+    assert_eq!(bandit_run(&third)["cached_files"], files - 1);
+    let after = bandit_findings(&third);
+    assert!(
+        after
+            .iter()
+            .any(|(rule, file, _)| rule == "B301" && file == "shop/util.py"),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), bandit_findings(&first).len() + 1, "{after:?}");
+
+    // --no-cache runs bandit on everything and reports no cache use.
+    let (_, fourth, _) = scan_json(repo.path(), &["--tools", "bandit", "--no-cache"]);
+    assert!(
+        bandit_run(&fourth).get("cached_files").is_none()
+            || bandit_run(&fourth)["cached_files"].is_null()
+    );
+    assert_eq!(bandit_findings(&fourth), after);
 }

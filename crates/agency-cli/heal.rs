@@ -31,7 +31,7 @@ pub struct HealArgs {
     /// Print SARIF 2.1.0 (for GitHub code scanning) on stdout.
     #[arg(long)]
     sarif: bool,
-    /// Exit 1 when findings at or above this priority remain (default P1, or `[scan] fail-on`).
+    /// Exit 1 when findings at or above this priority remain (default P1, or `[scan] fail_on`).
     #[arg(long, value_name = "P0|P1|P2|P3")]
     fail_on: Option<Priority>,
     /// Do not report findings recorded in this baseline file.

@@ -67,9 +67,10 @@ pub struct PatternsOptions {
     pub require_service: Option<bool>,
 }
 
-/// `[scan]`: what the scanner looks at and reports.
+/// `[scan]`: what the scanner looks at and reports. Keys are snake_case like every other
+/// section (`fail_on`); the kebab-case spelling `fail-on` is accepted too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
 pub struct ScanOptions {
     /// Glob patterns (relative to the repository root) of files never scanned.
     pub exclude: Option<Vec<String>>,
@@ -78,6 +79,7 @@ pub struct ScanOptions {
     /// Rule codes or code prefixes never reported.
     pub ignore: Option<Vec<String>>,
     /// The lowest priority that makes the exit code 1 (default P1).
+    #[serde(alias = "fail-on")]
     pub fail_on: Option<Priority>,
     /// A baseline file (relative to the root) whose findings are not reported.
     pub baseline: Option<String>,
@@ -139,7 +141,7 @@ require_service = true
 exclude = ["migrations/**"]
 select = ["AGY2", "F"]
 ignore = ["E501"]
-fail-on = "P0"
+fail_on = "P0"
 baseline = ".agency/baseline.json"
 
 [scan.tools]

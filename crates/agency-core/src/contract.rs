@@ -381,6 +381,10 @@ pub struct ToolRun {
     pub duration_ms: u64,
     /// Why the tool is missing or failed, and what to do.
     pub message: Option<String>,
+    /// Files answered from agency's per-file result cache instead of running the tool (tools
+    /// without a cache of their own: bandit).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cached_files: Option<u64>,
 }
 
 /// A file the scan could not analyse.

@@ -246,6 +246,55 @@ impl QueryCache {
     }
 }
 
+/// The key of a cached candidate search: the normalised text and the static filters.
+type CandidateKey = (String, Option<Category>, Option<String>, usize);
+
+/// The candidates of one search, before fusion and row reads. They depend only on which
+/// patterns are in the indexes, never on confidence, so outcomes do not void them.
+#[derive(Clone)]
+struct Candidates {
+    /// `index_generation` when they were found; another value voids them.
+    generation: u64,
+    embedding: crate::embed::Embedding,
+    vector_hits: Vec<(u64, f32)>,
+    text_hits: Vec<(u64, f32)>,
+    scores: HashMap<u64, f32>,
+    method: crate::vector::Method,
+    live: usize,
+}
+
+/// Recent candidate searches, oldest evicted first.
+#[derive(Default)]
+struct CandidateCache {
+    entries: HashMap<CandidateKey, Candidates>,
+    order: std::collections::VecDeque<CandidateKey>,
+    hits: u64,
+}
+
+impl CandidateCache {
+    fn get(&mut self, key: &CandidateKey, generation: u64) -> Option<Candidates> {
+        let hit = self
+            .entries
+            .get(key)
+            .filter(|c| c.generation == generation)
+            .cloned();
+        self.hits += u64::from(hit.is_some());
+        hit
+    }
+
+    fn put(&mut self, key: CandidateKey, candidates: Candidates) {
+        if self.entries.insert(key.clone(), candidates).is_some() {
+            return;
+        }
+        if self.order.len() >= QUERY_CACHE_ENTRIES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.entries.remove(&oldest);
+        }
+        self.order.push_back(key);
+    }
+}
+
 /// Where the persisted graph is; written atomically after each save.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Manifest {
@@ -284,6 +333,12 @@ pub struct PatternStore {
     /// Recent query embeddings: the same error is looked up again and again (every healer,
     /// every run), and the model is two thirds of a lookup.
     query_cache: Mutex<QueryCache>,
+    /// Recent candidate searches (vector and text hits) for queries without a confidence
+    /// filter: a repeated error skips both indexes, not only the model.
+    candidate_cache: Mutex<CandidateCache>,
+    /// Bumped after every change of which patterns the indexes hold or which are live
+    /// (insert, retirement, rebuild); cached candidates of another generation are void.
+    index_generation: std::sync::atomic::AtomicU64,
     warnings: Vec<String>,
 }
 
@@ -346,6 +401,8 @@ impl PatternStore {
             vector_writes: Mutex::new(()),
             text,
             query_cache: Mutex::new(QueryCache::default()),
+            candidate_cache: Mutex::new(CandidateCache::default()),
+            index_generation: std::sync::atomic::AtomicU64::new(0),
             warnings,
         };
         if dirty {
@@ -404,54 +461,38 @@ impl PatternStore {
                         .is_none_or(|min| m.track.confidence(q.now, &params) >= min)
             })
         };
-        // BM25 needs no embedding: run it while the model works, so that the critical path is
-        // the embedding plus the vector search only.
-        let (embedding, text_hits) = std::thread::scope(|scope| {
-            let text = scope.spawn(|| {
-                self.text.search(
-                    &normalized.text,
-                    q.category.map(Category::as_str),
-                    q.rule,
-                    candidates * 2,
-                )
-            });
-            let embedding = self.embed_query(&normalized.text);
-            let text_hits = text
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (embedding, text_hits)
+        // Read before searching: a change that lands during the search leaves the entry void.
+        let generation = self.generation();
+        let cache_key: Option<CandidateKey> = q.min_confidence.is_none().then(|| {
+            (
+                normalized.text.clone(),
+                q.category,
+                q.rule.map(str::to_string),
+                candidates,
+            )
         });
-        let embedding = embedding?;
-        let text_hits = text_hits?;
-
-        let (vector_hits, text_hits, method, live, scores) = {
-            let table = read(&self.table);
-            let allow = |pk: u64| allow_in(&table, pk);
-            let filtered = q.category.is_some() || q.rule.is_some() || q.min_confidence.is_some();
-            let selectivity = if filtered {
-                let allowed = table.metas.keys().filter(|pk| allow(*pk)).count();
-                allowed as f64 / table.metas.len().max(1) as f64
-            } else {
-                table.live as f64 / table.metas.len().max(1) as f64
-            };
-            let vectors = read(&self.vectors);
-            // With no filter and no tombstones every point qualifies: skip the per-node check.
-            let everything = !filtered && table.live == vectors.len();
-            let filter: Option<&dyn Fn(u64) -> bool> = if everything { None } else { Some(&allow) };
-            let vector_hits = vectors.search(&embedding.vector, candidates, filter, selectivity);
-            let text_hits: Vec<(u64, f32)> = text_hits
-                .into_iter()
-                .filter(|(pk, _)| allow(*pk))
-                .take(candidates)
-                .collect();
-            let mut scores: HashMap<u64, f32> = vector_hits.iter().copied().collect();
-            for (pk, _) in &text_hits {
-                if let Some(v) = vectors.vector(*pk) {
-                    scores.insert(*pk, dot(&embedding.vector, v));
-                }
+        let cached = cache_key
+            .as_ref()
+            .and_then(|key| lock(&self.candidate_cache).get(key, generation));
+        let found = if let Some(hit) = cached {
+            hit
+        } else {
+            let found =
+                self.search_candidates(q, &normalized.text, candidates, generation, &allow_in)?;
+            if let Some(key) = cache_key {
+                lock(&self.candidate_cache).put(key, found.clone());
             }
-            (vector_hits, text_hits, vectors.method(), table.live, scores)
+            found
         };
+        let Candidates {
+            embedding,
+            vector_hits,
+            text_hits,
+            scores,
+            method,
+            live,
+            ..
+        } = found;
 
         let vector_ids: Vec<u64> = vector_hits.iter().map(|h| h.0).collect();
         let text_ids: Vec<u64> = text_hits.iter().map(|h| h.0).collect();
@@ -532,6 +573,88 @@ impl PatternStore {
     }
 
     /// Embeds a normalised query, from the cache when the same text was embedded recently.
+    /// Embeds the query (BM25 runs beside the model) and searches both indexes under the
+    /// query's filter: the candidates before fusion.
+    fn search_candidates(
+        &self,
+        q: &Query<'_>,
+        normalized: &str,
+        candidates: usize,
+        generation: u64,
+        allow_in: &dyn Fn(&Table, u64) -> bool,
+    ) -> Result<Candidates> {
+        // BM25 needs no embedding: run it while the model works, so that the critical path is
+        // the embedding plus the vector search only.
+        let (embedding, text_hits) = std::thread::scope(|scope| {
+            let text = scope.spawn(|| {
+                self.text.search(
+                    normalized,
+                    q.category.map(Category::as_str),
+                    q.rule,
+                    candidates * 2,
+                )
+            });
+            let embedding = self.embed_query(normalized);
+            let text_hits = text
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (embedding, text_hits)
+        });
+        let embedding = embedding?;
+        let text_hits = text_hits?;
+
+        let (vector_hits, text_hits, method, live, scores) = {
+            let table = read(&self.table);
+            let allow = |pk: u64| allow_in(&table, pk);
+            let filtered = q.category.is_some() || q.rule.is_some() || q.min_confidence.is_some();
+            let selectivity = if filtered {
+                let allowed = table.metas.keys().filter(|pk| allow(*pk)).count();
+                allowed as f64 / table.metas.len().max(1) as f64
+            } else {
+                table.live as f64 / table.metas.len().max(1) as f64
+            };
+            let vectors = read(&self.vectors);
+            // With no filter and no tombstones every point qualifies: skip the per-node check.
+            let everything = !filtered && table.live == vectors.len();
+            let filter: Option<&dyn Fn(u64) -> bool> = if everything { None } else { Some(&allow) };
+            let vector_hits = vectors.search(&embedding.vector, candidates, filter, selectivity);
+            let text_hits: Vec<(u64, f32)> = text_hits
+                .into_iter()
+                .filter(|(pk, _)| allow(*pk))
+                .take(candidates)
+                .collect();
+            let mut scores: HashMap<u64, f32> = vector_hits.iter().copied().collect();
+            for (pk, _) in &text_hits {
+                if let Some(v) = vectors.vector(*pk) {
+                    scores.insert(*pk, dot(&embedding.vector, v));
+                }
+            }
+            (vector_hits, text_hits, vectors.method(), table.live, scores)
+        };
+
+        Ok(Candidates {
+            generation,
+            embedding,
+            vector_hits,
+            text_hits,
+            scores,
+            method,
+            live,
+        })
+    }
+
+    /// The current index generation (see `index_generation`).
+    fn generation(&self) -> u64 {
+        self.index_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Voids every cached candidate search: the indexes' membership changed.
+    fn bump_generation(&self) {
+        self.index_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn embed_query(&self, text: &str) -> Result<crate::embed::Embedding> {
         if let Some(hit) = lock(&self.query_cache).get(text) {
             return Ok(hit);
@@ -544,6 +667,11 @@ impl PatternStore {
     /// Query embeddings served from the cache so far.
     pub fn query_cache_hits(&self) -> u64 {
         lock(&self.query_cache).hits
+    }
+
+    /// Queries whose candidates were served from the cache so far.
+    pub fn candidate_cache_hits(&self) -> u64 {
+        lock(&self.candidate_cache).hits
     }
 
     /// Learns a pattern. A pattern whose rewrite (fingerprint) is already known is merged into
@@ -704,6 +832,7 @@ impl PatternStore {
             })
             .collect();
         self.add_text(&docs);
+        self.bump_generation();
     }
 
     /// Adds committed rows to the text index. The rows are already durable, so a failure here
@@ -872,6 +1001,9 @@ impl PatternStore {
             }
             table.metas.get(pk).is_some_and(|m| m.retired)
         };
+        if retired_now.is_some() {
+            self.bump_generation();
+        }
         let confidence = track.confidence(o.at, &params);
         let applicability = read(&self.table)
             .metas
@@ -909,13 +1041,16 @@ impl PatternStore {
     }
 
     fn mark_retired(&self, pks: &[u64]) {
-        let mut table = write(&self.table);
-        for pk in pks {
-            if let Some(meta) = table.metas.get_mut(*pk).filter(|m| !m.retired) {
-                meta.retired = true;
-                table.live -= 1;
+        {
+            let mut table = write(&self.table);
+            for pk in pks {
+                if let Some(meta) = table.metas.get_mut(*pk).filter(|m| !m.retired) {
+                    meta.retired = true;
+                    table.live -= 1;
+                }
             }
         }
+        self.bump_generation();
     }
 
     /// Retires every live pattern whose record fails the retirement rule, and reports them.
@@ -985,6 +1120,7 @@ impl PatternStore {
         let max_pk = live_vectors.iter().map(|v| v.0).max().unwrap_or(0);
         let rebuilt = VectorIndex::build(live_vectors, self.config.vector);
         *write(&self.vectors) = rebuilt;
+        self.bump_generation();
         *lock(&self.vector_state) = (max_pk, true);
         self.checkpoint_serialised(&serial)
     }
@@ -1748,9 +1884,67 @@ pub(crate) mod tests {
         let text = "AttributeError: 'NoneType' object has no attribute 'group'";
         let first = store.query(&q(text)).unwrap();
         assert_eq!(store.query_cache_hits(), 0);
-        let second = store.query(&q(text)).unwrap();
+        // With a confidence filter the candidates are searched again, the embedding reused.
+        let filtered = store
+            .query(&Query {
+                min_confidence: Some(0.0),
+                ..q(text)
+            })
+            .unwrap();
         assert_eq!(store.query_cache_hits(), 1);
+        assert_eq!(ids(&filtered), ids(&first));
+        let second = store.query(&q(text)).unwrap();
+        assert_eq!(store.candidate_cache_hits(), 1);
         assert_eq!(first.matches, second.matches);
+    }
+
+    #[test]
+    fn cached_candidates_follow_learning_and_retirement_but_not_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let text = "TypeError: 'NoneType' object is not subscriptable";
+        let first = store.query(&q(text)).unwrap();
+        assert!(!ids(&first).contains(&"runtime-none-subscript"));
+
+        // An outcome changes confidence, not the candidates: still a hit, new confidence shown.
+        let outcome = store
+            .record_outcome(&OutcomeInput {
+                pattern_id: ids(&first)[0].to_string(),
+                success: false,
+                finding: None,
+                duration_ms: None,
+                idempotency_key: None,
+                at: NOW,
+            })
+            .unwrap();
+        let after_outcome = store.query(&q(text)).unwrap();
+        assert_eq!(store.candidate_cache_hits(), 1);
+        assert_eq!(ids(&after_outcome), ids(&first));
+        assert!((after_outcome.matches[0].confidence - outcome.confidence).abs() < 1e-9);
+
+        // A new pattern voids the cache and is found at once.
+        store
+            .learn(
+                &spec(
+                    "runtime-none-subscript",
+                    Category::Runtime,
+                    "none-subscript",
+                    "TypeError: 'NoneType' object is not subscriptable",
+                    "?d.get(?k)[?i]",
+                    "(?d.get(?k) or {})[?i]",
+                ),
+                NOW,
+            )
+            .unwrap();
+        let learned = store.query(&q(text)).unwrap();
+        assert_eq!(store.candidate_cache_hits(), 1);
+        assert_eq!(ids(&learned)[0], "runtime-none-subscript");
+
+        // A retired pattern disappears from the next answer.
+        store.retire("runtime-none-subscript", "test", NOW).unwrap();
+        let retired = store.query(&q(text)).unwrap();
+        assert!(!ids(&retired).contains(&"runtime-none-subscript"));
+        assert_eq!(store.candidate_cache_hits(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!
 //! Ratios are taken against baselines measured in the same run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,8 @@ pub fn run(
     scenarios.push(native);
 
     let tool_dir = |tool: Tool| Cache::dir(&root).join(tool.name());
+    // No content hashes: each tool runs on every file, as it would alone (no agency cache).
+    let no_hashes = HashMap::new();
     for tool in base.tools.clone() {
         let cold_name = if tool == Tool::Mypy {
             "mypy (cold)".to_string()
@@ -113,15 +116,15 @@ pub fn run(
         scenarios.push(measure_tool(&cold_name, runs, lines, || {
             let _ = std::fs::remove_dir_all(tool_dir(tool));
             let started = Instant::now();
-            let outcome = run_tool(tool, &base, &files);
+            let outcome = run_tool(tool, &base, &files, &no_hashes);
             (started.elapsed(), outcome.run.status, outcome.run.message)
         }));
         if tool == Tool::Mypy {
             progress("mypy (warm)");
-            let _ = run_tool(tool, &base, &files);
+            let _ = run_tool(tool, &base, &files, &no_hashes);
             scenarios.push(measure_tool("mypy (warm)", runs, lines, || {
                 let started = Instant::now();
-                let outcome = run_tool(tool, &base, &files);
+                let outcome = run_tool(tool, &base, &files, &no_hashes);
                 (started.elapsed(), outcome.run.status, outcome.run.message)
             }));
         }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::native::imports::ModuleImports;
 use crate::native::names::UnboundName;
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// A native diagnostic with its position resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct CachedDiagnostic {
     pub message: String,
     pub severity: Severity,
     pub impact_pct: Option<u32>,
+    #[serde(default)]
+    pub related_line: Option<u32>,
 }
 
 /// What the native analysis found in one version of one file.

@@ -203,7 +203,12 @@ mod tests {
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let inner = root.join("repo");
         std::fs::create_dir_all(&inner).unwrap();
-        let err = discover(&inner, &[root.clone()], &Excludes::new(&[]).unwrap()).unwrap_err();
+        let err = discover(
+            &inner,
+            std::slice::from_ref(&root),
+            &Excludes::new(&[]).unwrap(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("outside the repository"), "{err}");
     }
 }

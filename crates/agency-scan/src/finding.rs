@@ -44,14 +44,30 @@ pub fn finalize(
     raw: Vec<RawFinding>,
     line_text: &dyn Fn(&str, u32) -> Option<String>,
 ) -> Vec<ScannedFinding> {
+    // A native finding names the line where its defect starts (a query built two lines above
+    // the `execute`); another tool's report of that group on that line joins the native one.
+    let moved_to: HashMap<(String, u32, String), u32> = raw
+        .iter()
+        .filter(|f| f.tool == "agency" && group_is_merged(defect_group(&f.rule)))
+        .filter_map(|f| {
+            f.related_line.map(|l| {
+                (
+                    (f.file.clone(), l, defect_group(&f.rule).to_string()),
+                    f.line,
+                )
+            })
+        })
+        .collect();
     // Group by (file, line, defect group); the native report leads its group, then tool order.
     let mut groups: BTreeMap<(String, u32, String), Vec<RawFinding>> = BTreeMap::new();
     for finding in raw {
-        let key = (
-            finding.file.clone(),
-            finding.line,
-            defect_group(&finding.rule).to_string(),
-        );
+        let group = defect_group(&finding.rule).to_string();
+        let mut key = (finding.file.clone(), finding.line, group);
+        if finding.tool != "agency"
+            && let Some(&line) = moved_to.get(&key)
+        {
+            key.1 = line;
+        }
         groups.entry(key).or_default().push(finding);
     }
     let mut out = Vec::with_capacity(groups.len());
@@ -174,6 +190,7 @@ mod tests {
             message: format!("{tool} says {rule}"),
             fix: None,
             impact_pct: None,
+            related_line: None,
         }
     }
 
@@ -227,6 +244,32 @@ mod tests {
             &lines(0),
         );
         assert_eq!(alone[0].finding.id, sql.finding.id);
+    }
+
+    #[test]
+    fn a_report_on_the_related_line_joins_the_native_finding() {
+        let lines = |_: &str, line: u32| Some(format!("line {line}"));
+        let mut native = raw("agency", "AGY201", 3, Category::Security);
+        native.related_line = Some(2);
+        let findings = vec![
+            raw("bandit", "B608", 2, Category::Security),
+            native,
+            raw("bandit", "B608", 7, Category::Security),
+            // Another group on the related line stays apart.
+            raw("ruff", "E501", 2, Category::Style),
+        ];
+        let out = finalize(findings, &lines);
+        let summary: Vec<(u32, &str, usize)> = out
+            .iter()
+            .map(|f| {
+                (
+                    f.finding.line,
+                    f.finding.rule.as_str(),
+                    f.finding.sources.len(),
+                )
+            })
+            .collect();
+        assert_eq!(summary, [(2, "E501", 1), (3, "AGY201", 2), (7, "B608", 1)]);
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl ImportGraph {
                 message,
                 fix: None,
                 impact_pct: None,
+                related_line: None,
             });
         }
         out
@@ -371,6 +372,7 @@ pub fn missing_imports(fact: &FileFacts, top_level: &[String]) -> Vec<RawFinding
                 message: format!("`{}` is used but never imported; add `{import}`", u.name),
                 fix: None,
                 impact_pct: None,
+                related_line: None,
             })
         })
         .collect()

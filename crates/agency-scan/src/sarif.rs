@@ -124,15 +124,25 @@ fn level(f: &Finding) -> &'static str {
     }
 }
 
+/// The documentation page of one of agency's codes: its own page for `AGY...` rules, a section
+/// of the rule index for the syntax error and the runtime rules.
+fn rule_page(code: &str, category: agency_core::Category) -> String {
+    const DOCS: &str = "https://github.com/agency-heal/agency/blob/main/docs/rules";
+    if code.starts_with("AGY") {
+        format!("{DOCS}/{code}.md")
+    } else if category == agency_core::Category::Runtime {
+        format!("{DOCS}/README.md#runtime-findings---from-log")
+    } else {
+        format!("{DOCS}/README.md#{code}")
+    }
+}
+
 fn rule(id: &str, f: &Finding) -> Value {
     let (name, summary, help_uri) = match agency_core::codes::lookup(&f.rule) {
         Some(code) if f.tool == "agency" => (
             code.name.to_string(),
             code.summary.to_string(),
-            format!(
-                "https://github.com/agency-heal/agency/blob/main/docs/rules/{}.md",
-                code.code
-            ),
+            rule_page(code.code, code.category),
         ),
         _ => {
             let uri = match f.tool.as_str() {
@@ -141,7 +151,7 @@ fn rule(id: &str, f: &Finding) -> Value {
                 "bandit" => {
                     "https://bandit.readthedocs.io/en/latest/plugins/index.html".to_string()
                 }
-                _ => "https://github.com/agency-heal/agency".to_string(),
+                _ => rule_page(&f.rule, agency_core::Category::Type),
             };
             (f.rule.clone(), format!("{} {}", f.tool, f.rule), uri)
         }

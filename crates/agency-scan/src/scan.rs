@@ -160,6 +160,10 @@ pub fn scan(settings: &ScanSettings, progress: &(dyn Fn(Progress) + Sync)) -> Re
 
     // External tools run on their own threads while the native analysis uses the rest.
     let tool_files: Vec<String> = readable.clone();
+    let hashes: HashMap<String, String> = sources
+        .iter()
+        .map(|(rel, _, hash)| (rel.clone(), hash.clone()))
+        .collect();
     // mypy stops at the first file that does not parse and reports nothing else, so it waits
     // for the native pass (a fraction of its own run time) to learn which files to leave out.
     let (broken_tx, broken_rx) = std::sync::mpsc::channel::<HashSet<String>>();
@@ -170,6 +174,7 @@ pub fn scan(settings: &ScanSettings, progress: &(dyn Fn(Progress) + Sync)) -> Re
             .iter()
             .map(|&tool| {
                 let files = &tool_files;
+                let hashes = &hashes;
                 let broken_rx = &broken_rx;
                 scope.spawn(move || {
                     let outcome = if tool == Tool::Mypy {
@@ -183,9 +188,9 @@ pub fn scan(settings: &ScanSettings, progress: &(dyn Fn(Progress) + Sync)) -> Re
                             .filter(|f| !broken.contains(*f))
                             .cloned()
                             .collect();
-                        run_tool(tool, settings, &files)
+                        run_tool(tool, settings, &files, hashes)
                     } else {
-                        run_tool(tool, settings, files)
+                        run_tool(tool, settings, files, hashes)
                     };
                     progress(Progress::ToolFinished { tool: tool.name() });
                     outcome
@@ -487,6 +492,10 @@ fn analyze_file(rel: &str, text: &str, hash: &str) -> FileEntry {
                 message: d.message,
                 severity: d.severity,
                 impact_pct: d.impact_pct,
+                related_line: d
+                    .related
+                    .map(|r| locate(r.start()).0)
+                    .filter(|&l| l != line),
             }
         })
         .collect();
@@ -514,11 +523,17 @@ fn native_finding(rel: &str, d: &CachedDiagnostic) -> RawFinding {
         message: d.message.clone(),
         fix: None,
         impact_pct: d.impact_pct,
+        related_line: d.related_line,
     }
 }
 
 /// Runs one external tool on the files it can check.
-pub(crate) fn run_tool(tool: Tool, settings: &ScanSettings, files: &[String]) -> ToolOutcome {
+pub(crate) fn run_tool(
+    tool: Tool,
+    settings: &ScanSettings,
+    files: &[String],
+    hashes: &HashMap<String, String>,
+) -> ToolOutcome {
     let Some((exe, own)) = tools::locate(tool, &settings.root, &settings.locations) else {
         return ToolOutcome::missing(tool);
     };
@@ -544,6 +559,7 @@ pub(crate) fn run_tool(tool: Tool, settings: &ScanSettings, files: &[String]) ->
         cache_dir: settings
             .cache
             .then(|| Cache::dir(&settings.root).join(tool.name())),
+        hashes,
         python: if tool == Tool::Mypy {
             tools::repo_python(&settings.root, &settings.locations)
         } else {

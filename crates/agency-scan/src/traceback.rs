@@ -297,6 +297,7 @@ pub fn findings(
                     message,
                     fix: None,
                     impact_pct: None,
+                    related_line: None,
                 },
                 0,
             )

@@ -32,6 +32,9 @@ pub struct Diagnostic {
     pub fix_available: bool,
     /// Estimated share of the enclosing work a fix saves, in percent (performance rules).
     pub impact_pct: Option<u32>,
+    /// Where the defect starts when that is elsewhere (the construction of a query that
+    /// reaches a sink on a later line); other tools report it there.
+    pub related: Option<TextRange>,
 }
 
 impl Diagnostic {
@@ -43,12 +46,20 @@ impl Diagnostic {
             severity: Severity::Medium,
             fix_available: false,
             impact_pct: None,
+            related: None,
         }
     }
 
     #[must_use]
     pub fn severity(mut self, severity: Severity) -> Self {
         self.severity = severity;
+        self
+    }
+
+    /// Records where the defect starts, when that is another place than `range`.
+    #[must_use]
+    pub fn related(mut self, range: TextRange) -> Self {
+        self.related = Some(range);
         self
     }
 

@@ -2,28 +2,196 @@
 //! the files are split into one shard per core and the shards run concurrently. Without a
 //! bandit configuration in the repository, the run is kept selective: medium severity and
 //! above, and `assert` (B101) is not reported, since it floods every test suite.
+//!
+//! bandit judges each file alone and keeps no cache, so agency keeps one: its results per file
+//! content hash in `.agency/cache/bandit/results.json`, keyed by bandit's version and the
+//! configuration; only files whose bytes changed are given to bandit again.
 
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Instant;
 
 use agency_core::Category;
 use agency_core::contract::Severity;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{RawFinding, Tool, ToolOutcome, ToolRequest, exec, failure, tool_path};
 
 /// bandit's own configuration files; with one of them the repository decides what is reported.
 const CONFIG_FILES: &[&str] = &[".bandit", "bandit.yaml", "bandit.yml"];
+/// The arguments used without a repository configuration.
+const DEFAULT_ARGS: &[&str] = &["--severity-level", "medium", "--skip", "B101"];
+const CACHE_FORMAT: u32 = 1;
+
+/// The per-file result cache.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ResultCache {
+    format: u32,
+    /// bandit's version and configuration: another key voids every entry.
+    key: String,
+    files: BTreeMap<String, CachedFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedFile {
+    hash: String,
+    findings: Vec<CachedFinding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedFinding {
+    rule: String,
+    severity: Severity,
+    line: u32,
+    column: u32,
+    end_line: u32,
+    end_column: u32,
+    message: String,
+}
+
+impl CachedFinding {
+    fn from_raw(f: &RawFinding) -> Self {
+        CachedFinding {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            line: f.line,
+            column: f.column,
+            end_line: f.end_line,
+            end_column: f.end_column,
+            message: f.message.clone(),
+        }
+    }
+
+    fn into_raw(self, file: &str) -> RawFinding {
+        RawFinding {
+            tool: "bandit",
+            rule: self.rule,
+            category: Category::Security,
+            severity: self.severity,
+            file: file.to_string(),
+            line: self.line,
+            column: self.column,
+            end_line: self.end_line,
+            end_column: self.end_column,
+            message: self.message,
+            fix: None,
+            impact_pct: None,
+            related_line: None,
+        }
+    }
+}
+
+/// What the results depend on besides the file: bandit's version and its configuration.
+fn cache_key(request: &ToolRequest) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.exe.to_string_lossy().as_bytes());
+    hasher.update(super::version(Tool::Bandit, &request.exe).unwrap_or_default());
+    match config_file(request) {
+        Some(path) => hasher.update(std::fs::read(path).unwrap_or_default()),
+        None => hasher.update(DEFAULT_ARGS.join(" ")),
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+fn config_file(request: &ToolRequest) -> Option<std::path::PathBuf> {
+    CONFIG_FILES
+        .iter()
+        .map(|f| request.root.join(f))
+        .find(|p| p.is_file())
+}
 
 pub(crate) fn run(request: &ToolRequest, started: Instant) -> ToolOutcome {
+    let cache_path = request
+        .cache_dir
+        .as_ref()
+        .filter(|_| !request.hashes.is_empty())
+        .map(|dir| dir.join("results.json"));
+    let Some(cache_path) = cache_path else {
+        return match run_files(request, request.files) {
+            Ok(findings) => ToolOutcome::ok(Tool::Bandit, &request.exe, started, findings),
+            Err(message) => ToolOutcome::failed(Tool::Bandit, &request.exe, started, message),
+        };
+    };
+    let key = cache_key(request);
+    let mut cache: ResultCache = std::fs::read(&cache_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|c: &ResultCache| c.format == CACHE_FORMAT && c.key == key)
+        .unwrap_or_default();
+    let stale: Vec<String> = request
+        .files
+        .iter()
+        .filter(|f| {
+            let current = request.hashes.get(*f);
+            current.is_none() || cache.files.get(*f).map(|c| &c.hash) != current
+        })
+        .cloned()
+        .collect();
+    let fresh = match run_files(request, &stale) {
+        Ok(findings) => findings,
+        Err(message) => return ToolOutcome::failed(Tool::Bandit, &request.exe, started, message),
+    };
+    let mut by_file: HashMap<&str, Vec<CachedFinding>> = HashMap::new();
+    for f in &fresh {
+        by_file
+            .entry(f.file.as_str())
+            .or_default()
+            .push(CachedFinding::from_raw(f));
+    }
+    let mut findings: Vec<RawFinding> = Vec::new();
+    for file in &stale {
+        if let Some(hash) = request.hashes.get(file) {
+            cache.files.insert(
+                file.clone(),
+                CachedFile {
+                    hash: hash.clone(),
+                    findings: by_file.remove(file.as_str()).unwrap_or_default(),
+                },
+            );
+        }
+    }
+    drop(by_file);
+    let stale_set: std::collections::HashSet<&str> = stale.iter().map(String::as_str).collect();
+    for file in request.files {
+        if stale_set.contains(file.as_str()) {
+            continue;
+        }
+        if let Some(cached) = cache.files.get(file) {
+            findings.extend(cached.findings.iter().map(|c| c.clone().into_raw(file)));
+        }
+    }
+    findings.extend(fresh);
+    let cached = (request.files.len() - stale.len()) as u64;
+    cache.format = CACHE_FORMAT;
+    cache.key = key;
+    if !stale.is_empty() {
+        let written = std::fs::create_dir_all(request.cache_dir.as_deref().unwrap_or(request.root))
+            .and_then(|()| {
+                let bytes = serde_json::to_vec(&cache).map_err(std::io::Error::other)?;
+                agency_fs::atomic_write(&cache_path, &bytes).map_err(std::io::Error::other)
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %cache_path.display(), error = %e, "cannot write bandit's result cache");
+        }
+    }
+    let mut outcome = ToolOutcome::ok(Tool::Bandit, &request.exe, started, findings);
+    outcome.run.cached_files = Some(cached);
+    outcome
+}
+
+/// Runs bandit on `files`, one shard per core.
+fn run_files(request: &ToolRequest, files: &[String]) -> Result<Vec<RawFinding>, String> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
     let shards = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .clamp(1, 4)
-        .min(request.files.len().max(1));
-    let chunk = request.files.len().div_ceil(shards).max(1);
+        .min(files.len());
+    let chunk = files.len().div_ceil(shards).max(1);
     let results: Vec<Result<Vec<RawFinding>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = request
-            .files
+        let handles: Vec<_> = files
             .chunks(chunk)
             .map(|files| scope.spawn(move || run_shard(request, files)))
             .collect();
@@ -37,29 +205,20 @@ pub(crate) fn run(request: &ToolRequest, started: Instant) -> ToolOutcome {
     });
     let mut findings = Vec::new();
     for result in results {
-        match result {
-            Ok(mut shard) => findings.append(&mut shard),
-            Err(message) => {
-                return ToolOutcome::failed(Tool::Bandit, &request.exe, started, message);
-            }
-        }
+        findings.append(&mut result?);
     }
-    ToolOutcome::ok(Tool::Bandit, &request.exe, started, findings)
+    Ok(findings)
 }
 
 fn run_shard(request: &ToolRequest, files: &[String]) -> Result<Vec<RawFinding>, String> {
     let mut cmd = Command::new(&request.exe);
     cmd.args(["-f", "json", "-q"]);
-    let configured = CONFIG_FILES
-        .iter()
-        .map(|f| request.root.join(f))
-        .find(|p| p.is_file());
-    match configured {
+    match config_file(request) {
         Some(config) => {
             cmd.arg("-c").arg(config);
         }
         None => {
-            cmd.args(["--severity-level", "medium", "--skip", "B101"]);
+            cmd.args(DEFAULT_ARGS);
         }
     }
     cmd.arg("--").args(files);
@@ -128,6 +287,7 @@ pub fn parse(stdout: &str, root: &std::path::Path) -> Result<Vec<RawFinding>, se
                 ),
                 fix: None,
                 impact_pct: None,
+                related_line: None,
             }
         })
         .collect())

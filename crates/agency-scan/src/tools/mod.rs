@@ -68,6 +68,9 @@ pub struct RawFinding {
     pub message: String,
     pub fix: Option<ToolFix>,
     pub impact_pct: Option<u32>,
+    /// Another line of the same defect (for AGY201: where the query is built), on which a
+    /// duplicate from another tool merges into this finding.
+    pub related_line: Option<u32>,
 }
 
 /// Where a tool's executable comes from.
@@ -169,6 +172,7 @@ impl ToolOutcome {
                 path: exe.map(|p| p.display().to_string()),
                 duration_ms: started.elapsed().as_millis() as u64,
                 message: None,
+                cached_files: None,
             },
             findings: Vec::new(),
         }
@@ -207,6 +211,9 @@ pub struct ToolRequest<'a> {
     pub own: bool,
     /// Where the tool may keep its cache (`.agency/cache/<tool>`), if caching is on.
     pub cache_dir: Option<PathBuf>,
+    /// Content hashes of `files` (sha256 hex), for tools whose results agency caches per file
+    /// (bandit); empty when unknown, which disables that cache.
+    pub hashes: &'a std::collections::HashMap<String, String>,
     pub python: Option<PathBuf>,
     pub timeout: Duration,
 }

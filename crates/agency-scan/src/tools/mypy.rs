@@ -135,6 +135,7 @@ pub fn parse(stdout: &str, root: &std::path::Path) -> Result<Vec<RawFinding>, se
             message,
             fix: None,
             impact_pct: None,
+            related_line: None,
         });
     }
     Ok(findings)

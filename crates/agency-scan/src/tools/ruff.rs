@@ -142,6 +142,7 @@ pub fn parse(stdout: &str, root: &std::path::Path) -> Result<Vec<RawFinding>, se
                 }),
                 rule: code,
                 impact_pct: None,
+                related_line: None,
             }
         })
         .collect())

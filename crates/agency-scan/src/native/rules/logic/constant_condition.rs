@@ -6,9 +6,13 @@
 //!   (`if kind == "a" or "b":` is always true: the `"b"` is truthy);
 //! - `assert (x, "message")`: a non-empty tuple is always true.
 //!
-//! Not flagged: `x != x` (the NaN test idiom), `if True:`/`if 0:`/`while 1:` (deliberate
-//! toggles and loops), self-comparisons of calls (`f() == f()` may differ), self-comparisons in
-//! test files (tests of `__eq__`/`__lt__` compare an object with itself on purpose).
+//! Not flagged: `x != x` (the NaN test idiom), `if True:`/`if 0:`/`while 1:` and `if 1 == 1:`
+//! (`if True:` spelled so that linters keep the code after an `if 1 == 1: raise` reachable):
+//! deliberate toggles and loops; self-comparisons of calls (`f() == f()` may differ). In test
+//! files, self-comparisons (tests of `__eq__`/`__lt__` compare an object with itself on
+//! purpose) and literal comparisons passed as a call argument (`stmt.where(1 == 0)`: a
+//! constant fed to the code under test). A literal comparison elsewhere in a test, as in
+//! `assert res, [4, 16 == 64]`, is still a finding: that assertion can never fail.
 
 use ruff_python_ast::comparable::ComparableExpr;
 use ruff_python_ast::visitor::{self, Visitor};
@@ -21,6 +25,7 @@ pub fn constant_condition(checker: &Checker, out: &mut Vec<Diagnostic>) {
     let mut finder = ConditionFinder {
         checker,
         test_file: checker.is_test_file(),
+        deliberate: Vec::new(),
         out,
     };
     finder.visit_body(&checker.module.body);
@@ -29,10 +34,40 @@ pub fn constant_condition(checker: &Checker, out: &mut Vec<Diagnostic>) {
 struct ConditionFinder<'c, 'o> {
     checker: &'c Checker<'c>,
     test_file: bool,
+    /// Literal comparisons written on purpose: `if 1 == 1:` toggles, and call arguments in
+    /// tests.
+    deliberate: Vec<ruff_text_size::TextRange>,
     out: &'o mut Vec<Diagnostic>,
 }
 
 impl ConditionFinder<'_, '_> {
+    /// Notes a statement's condition that compares a number with itself (`if 1 == 1:`), a
+    /// switch written like `if True:`. `if 1 == 2:` stays a finding.
+    fn note_toggle(&mut self, test: &Expr) {
+        if let Expr::Compare(compare) = test
+            && let ([CmpOp::Eq], [right], Expr::NumberLiteral(left)) =
+                (&*compare.ops, &*compare.comparators, compare.left.as_ref())
+            && matches!(right, Expr::NumberLiteral(right) if right.value == left.value)
+        {
+            self.deliberate.push(compare.range);
+        }
+    }
+
+    /// In a test, notes the arguments of a call that compare two literals.
+    fn note_arguments(&mut self, call: &ruff_python_ast::ExprCall) {
+        let args = call.arguments.args.iter();
+        let keywords = call.arguments.keywords.iter().map(|k| &k.value);
+        for arg in args.chain(keywords) {
+            if let Expr::Compare(compare) = arg
+                && let [right] = &*compare.comparators
+                && is_literal(&compare.left)
+                && is_literal(right)
+            {
+                self.deliberate.push(compare.range);
+            }
+        }
+    }
+
     /// Checks an expression used as a truth value.
     fn check_test(&mut self, test: &Expr) {
         match test {
@@ -67,7 +102,11 @@ impl ConditionFinder<'_, '_> {
         let left = compare.left.as_ref();
         // `"a" in "abc"` is constant too, but reads like a deliberate example; only ordering
         // and equality of two literals are flagged.
-        if is_literal(left) && is_literal(right) && !matches!(op, CmpOp::In | CmpOp::NotIn) {
+        if is_literal(left)
+            && is_literal(right)
+            && !matches!(op, CmpOp::In | CmpOp::NotIn)
+            && !self.deliberate.contains(&compare.range)
+        {
             self.push_range(
                 compare.range,
                 format!(
@@ -116,14 +155,19 @@ impl<'a> Visitor<'a> for ConditionFinder<'_, '_> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
         match stmt {
             Stmt::If(if_stmt) => {
+                self.note_toggle(&if_stmt.test);
                 self.check_test(&if_stmt.test);
                 for clause in &if_stmt.elif_else_clauses {
                     if let Some(test) = &clause.test {
+                        self.note_toggle(test);
                         self.check_test(test);
                     }
                 }
             }
-            Stmt::While(while_stmt) => self.check_test(&while_stmt.test),
+            Stmt::While(while_stmt) => {
+                self.note_toggle(&while_stmt.test);
+                self.check_test(&while_stmt.test);
+            }
             Stmt::Assert(assert) => match assert.test.as_ref() {
                 Expr::Tuple(tuple) if !tuple.elts.is_empty() => {
                     self.push(
@@ -142,6 +186,7 @@ impl<'a> Visitor<'a> for ConditionFinder<'_, '_> {
         match expr {
             Expr::Compare(compare) => self.check_compare(compare),
             Expr::If(if_expr) => self.check_test(&if_expr.test),
+            Expr::Call(call) if self.test_file => self.note_arguments(call),
             _ => {}
         }
         visitor::walk_expr(self, expr);
@@ -175,5 +220,34 @@ fn is_plain_value(expr: &Expr) -> bool {
         Expr::Attribute(attr) => is_plain_value(&attr.value),
         Expr::Subscript(sub) => is_plain_value(&sub.value) && is_literal(&sub.slice),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::native::analyze_source;
+
+    /// Flagged lines of `source` analysed as the file `path`.
+    fn flagged(path: &str, source: &str) -> Vec<usize> {
+        let analysis = analyze_source(path, source, &|code| code == "AGY403");
+        let index = ruff_source_file::LineIndex::from_source_text(source);
+        analysis
+            .diagnostics
+            .iter()
+            .map(|d| index.line_index(d.range.start()).get())
+            .collect()
+    }
+
+    #[test]
+    fn literal_arguments_in_tests() {
+        // SQLAlchemy's tests pass `1 == 0` as a constant false clause; Celery's mangled
+        // assertions compare literals in the message and can never fail.
+        let source = "\
+stmt = stmt.where(1 == 0)
+c2 = relationship(C1, primaryjoin=\"x\" == \"y\")
+assert res, [4, 16 == 64]
+";
+        assert_eq!(flagged("tests/test_query.py", source), vec![3]);
+        assert_eq!(flagged("app/query.py", source), vec![1, 2, 3]);
     }
 }

@@ -31,7 +31,9 @@ pub fn loop_invariant_call(checker: &Checker, out: &mut Vec<Diagnostic>) {
         return;
     }
     loops::walk(&checker.module.body, &mut |context, node| {
-        if context.runs_once {
+        // Only code that runs on every iteration: a call in a branch may run once in a
+        // thousand iterations, which nothing here can tell.
+        if context.runs_once || context.conditional {
             return;
         }
         let Node::Expr(expr) = node else {
@@ -73,8 +75,13 @@ fn check_membership(checker: &Checker, call: &ExprCall, lp: Loop) -> Option<Diag
     let [arg] = &*call.arguments.args else {
         return None;
     };
+    let mut root = arg;
+    while let Expr::Attribute(attr) = root {
+        root = &attr.value;
+    }
     if !matches!(arg, Expr::Name(_) | Expr::Attribute(_))
         || !loops::is_invariant(arg, lp)
+        || matches!(root, Expr::Name(n) if loops::loop_mutates_through(lp, n.id.as_str()))
         || !call
             .arguments
             .keywords

@@ -40,6 +40,10 @@ pub struct Context<'a> {
     /// A later statement of an enclosing block inside the innermost loop leaves it (`break`,
     /// `return`, `raise`): the visited code runs at most once per entry into that loop.
     pub runs_once: bool,
+    /// The visited code sits in a branch inside the innermost loop (`if`/`elif`/`else`, an
+    /// `except` handler, a `match` case, a conditional expression's branch): it may run on
+    /// few iterations, which static analysis cannot tell.
+    pub conditional: bool,
 }
 
 impl<'a> Context<'a> {
@@ -105,6 +109,7 @@ pub fn walk<'a>(module: &'a [Stmt], on_node: &mut dyn FnMut(&Context<'a>, Node<'
             },
             loops: Vec::new(),
             runs_once: false,
+            conditional: false,
         },
         on_node,
     };
@@ -129,6 +134,7 @@ impl<'a> Walker<'a, '_> {
     fn in_scope(&mut self, scope: Option<Scope<'a>>, visit: impl FnOnce(&mut Self)) {
         let loops = std::mem::take(&mut self.context.loops);
         let runs_once = std::mem::replace(&mut self.context.runs_once, false);
+        let conditional = std::mem::replace(&mut self.context.conditional, false);
         let saved = scope.map(|s| std::mem::replace(&mut self.context.scope, s));
         visit(self);
         if let Some(saved) = saved {
@@ -136,6 +142,7 @@ impl<'a> Walker<'a, '_> {
         }
         self.context.loops = loops;
         self.context.runs_once = runs_once;
+        self.context.conditional = conditional;
     }
 
     /// Visits the body of a loop (or not, for loops that do not repeat).
@@ -145,10 +152,19 @@ impl<'a> Walker<'a, '_> {
             return;
         }
         let runs_once = std::mem::replace(&mut self.context.runs_once, false);
+        let conditional = std::mem::replace(&mut self.context.conditional, false);
         self.context.loops.push(lp);
         visit(self);
         self.context.loops.pop();
         self.context.runs_once = runs_once;
+        self.context.conditional = conditional;
+    }
+
+    /// Visits code that runs only on some iterations.
+    fn in_branch(&mut self, visit: impl FnOnce(&mut Self)) {
+        let conditional = std::mem::replace(&mut self.context.conditional, true);
+        visit(self);
+        self.context.conditional = conditional;
     }
 
     fn visit_comprehension_expr(
@@ -233,6 +249,36 @@ impl<'a> Visitor<'a> for Walker<'a, '_> {
                 });
                 self.visit_body(&while_stmt.orelse);
             }
+            Stmt::If(if_stmt) => {
+                self.visit_expr(&if_stmt.test);
+                self.in_branch(|this| {
+                    this.visit_body(&if_stmt.body);
+                    for clause in &if_stmt.elif_else_clauses {
+                        if let Some(test) = &clause.test {
+                            this.visit_expr(test);
+                        }
+                        this.visit_body(&clause.body);
+                    }
+                });
+            }
+            Stmt::Try(try_stmt) => {
+                self.visit_body(&try_stmt.body);
+                self.in_branch(|this| {
+                    for handler in &try_stmt.handlers {
+                        this.visit_except_handler(handler);
+                    }
+                });
+                self.visit_body(&try_stmt.orelse);
+                self.visit_body(&try_stmt.finalbody);
+            }
+            Stmt::Match(match_stmt) => {
+                self.visit_expr(&match_stmt.subject);
+                self.in_branch(|this| {
+                    for case in &match_stmt.cases {
+                        this.visit_match_case(case);
+                    }
+                });
+            }
             _ => visitor::walk_stmt(self, stmt),
         }
     }
@@ -262,6 +308,13 @@ impl<'a> Visitor<'a> for Walker<'a, '_> {
                     self.visit_parameters(parameters);
                 }
                 self.in_scope(None, |this| this.visit_expr(&lambda.body));
+            }
+            Expr::If(if_expr) => {
+                self.visit_expr(&if_expr.test);
+                self.in_branch(|this| {
+                    this.visit_expr(&if_expr.body);
+                    this.visit_expr(&if_expr.orelse);
+                });
             }
             _ => visitor::walk_expr(self, expr),
         }
@@ -333,7 +386,11 @@ pub fn loop_changes(lp: Loop<'_>, name: &str) -> bool {
     if loop_binds(lp, name) {
         return true;
     }
-    let mut finder = MutationFinder { name, found: false };
+    let mut finder = MutationFinder {
+        name,
+        rooted: false,
+        found: false,
+    };
     match lp {
         Loop::For(f) => finder.visit_body(&f.body),
         Loop::While(w) => {
@@ -512,12 +569,68 @@ impl<'a> Visitor<'a> for BindingFinder<'a, '_, '_> {
 
 /// List methods that change the list in place.
 const MUTATING_METHODS: &[&str] = &[
-    "append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
+    // list
+    "append",
+    "extend",
+    "insert",
+    "remove",
+    "pop",
+    "clear",
+    "sort",
+    "reverse",
+    // set and dict
+    "add",
+    "discard",
+    "update",
+    "difference_update",
+    "intersection_update",
+    "symmetric_difference_update",
+    "setdefault",
+    "popitem",
 ];
 
 struct MutationFinder<'n> {
     name: &'n str,
+    /// Also count mutations of attributes reached from `name` (`name.items.append(...)`).
+    rooted: bool,
     found: bool,
+}
+
+impl MutationFinder<'_> {
+    fn is_target(&self, expr: &Expr) -> bool {
+        let mut expr = expr;
+        if self.rooted {
+            while let Expr::Attribute(attr) = expr {
+                expr = &attr.value;
+            }
+        }
+        matches!(expr, Expr::Name(n) if n.id.as_str() == self.name)
+    }
+}
+
+/// True when the loop mutates in place anything reached from `name`: `name.append(...)`,
+/// `name.items.add(...)`, `name.items[k] = ...` (conservative: any attribute path counts).
+pub fn loop_mutates_through(lp: Loop<'_>, name: &str) -> bool {
+    let mut finder = MutationFinder {
+        name,
+        rooted: true,
+        found: false,
+    };
+    match lp {
+        Loop::For(f) => finder.visit_body(&f.body),
+        Loop::While(w) => {
+            finder.visit_expr(&w.test);
+            finder.visit_body(&w.body);
+        }
+        Loop::Comprehension(generators) => {
+            for generator in generators {
+                for condition in &generator.ifs {
+                    finder.visit_expr(condition);
+                }
+            }
+        }
+    }
+    finder.found
 }
 
 impl<'a> Visitor<'a> for MutationFinder<'_> {
@@ -528,16 +641,16 @@ impl<'a> Visitor<'a> for MutationFinder<'_> {
         match expr {
             Expr::Call(call) => {
                 if let Expr::Attribute(attr) = call.func.as_ref()
-                    && matches!(attr.value.as_ref(), Expr::Name(n) if n.id.as_str() == self.name)
+                    && self.is_target(&attr.value)
                     && MUTATING_METHODS.contains(&attr.attr.as_str())
                 {
                     self.found = true;
                 }
             }
-            Expr::Subscript(sub) if !matches!(sub.ctx, ExprContext::Load) => {
-                if matches!(sub.value.as_ref(), Expr::Name(n) if n.id.as_str() == self.name) {
-                    self.found = true;
-                }
+            Expr::Subscript(sub)
+                if !matches!(sub.ctx, ExprContext::Load) && self.is_target(&sub.value) =>
+            {
+                self.found = true;
             }
             _ => {}
         }

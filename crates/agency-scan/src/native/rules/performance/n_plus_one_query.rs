@@ -10,12 +10,15 @@
 //! - DB-API: `cursor.execute(SQL, params)` with the same SQL and per-item parameters
 //!   (`executemany` sends them in one call).
 //!
-//! Not flagged: loops that run once, `while` loops (polling), test files (fixture setup) and
-//! `migrations/` (data migrations run once), batch lookups (`filter(pk__in=...)`), a model that
-//! changes with the item (a different table each time),
+//! Not flagged: loops that run once, `while` loops (polling), loops over chunks
+//! (`range(0, n, 1000)`), test files (fixture setup) and `migrations/` (data migrations run
+//! once), batch lookups (`filter(pk__in=...)`), a model that changes with the item (a different
+//! table each time), `item.data.get("key")` (a dict, not a manager), a lazy queryset the loop
+//! only bulk-writes (`rows = Model.objects.filter(...)` then `rows.update(...)`),
 //! `cursor.execute(sql)` over a list of different statements (migrations, DDL).
 
-use ruff_python_ast::{Expr, ExprAttribute, ExprCall, StmtFor};
+use ruff_python_ast::visitor::{self, Visitor};
+use ruff_python_ast::{Expr, ExprAttribute, ExprCall, Number, Stmt, StmtFor};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
 use super::loops::{self, Loop, Node};
@@ -113,11 +116,19 @@ pub fn n_plus_one_query(checker: &Checker, out: &mut Vec<Diagnostic>) {
             return;
         }
         let lp = context.innermost();
-        if matches!(lp, Loop::While(_)) {
+        if matches!(lp, Loop::While(_)) || is_chunked(lp) {
             return;
         }
-        let Node::Expr(expr) = node else {
-            return;
+        let expr = match node {
+            Node::Expr(expr) => expr,
+            Node::Stmt(stmt) => {
+                // `rows = Model.objects.filter(...)` then only `rows.update(...)`: the lazy
+                // queryset runs as one bulk write per item, not a read.
+                if let Some(value) = bulk_written_queryset(stmt, lp) {
+                    flagged_until = flagged_until.max(value.range().end());
+                }
+                return;
+            }
         };
         if expr.range().start() < flagged_until {
             return;
@@ -181,7 +192,7 @@ fn check_call(checker: &Checker, call: &ExprCall, lp: Loop) -> Verdict {
         format!(
             "`{model}` is queried once per item of the loop (N+1 queries); fetch all items in one query before the loop (`filter(pk__in=...)`, `in_bulk`, or a dict by key)"
         )
-    } else if is_sqlalchemy_query(call) {
+    } else if is_sqlalchemy_query(checker, call) {
         "the session runs a query once per item of the loop (N+1 queries); load all items in one query before the loop (`where(... .in_(...))`, `selectinload`)".to_string()
     } else if method == "execute" && is_cursor(&func.value) {
         let [sql, params, ..] = &*call.arguments.args else {
@@ -220,6 +231,94 @@ fn check_call(checker: &Checker, call: &ExprCall, lp: Loop) -> Verdict {
     Verdict::Query(Diagnostic::new("AGY304", call.range(), message).impact(90))
 }
 
+/// Queryset methods that build a query without running it.
+const LAZY_METHODS: &[&str] = &[
+    "all",
+    "filter",
+    "exclude",
+    "order_by",
+    "select_related",
+    "prefetch_related",
+    "only",
+    "defer",
+    "distinct",
+    "using",
+    "annotate",
+    "reverse",
+];
+
+/// The value of `name = Model.objects.filter(...)` (a lazy chain) when the loop uses `name`
+/// only as the receiver of `update(...)`/`delete(...)`, which the rule does not count.
+fn bulk_written_queryset<'a>(stmt: &'a Stmt, lp: Loop<'_>) -> Option<&'a Expr> {
+    struct Uses<'n> {
+        name: &'n str,
+        bulk: usize,
+        other: usize,
+    }
+    impl<'a> Visitor<'a> for Uses<'_> {
+        fn visit_expr(&mut self, expr: &'a Expr) {
+            if let Expr::Call(call) = expr
+                && let Expr::Attribute(attr) = call.func.as_ref()
+                && matches!(attr.value.as_ref(), Expr::Name(n) if n.id.as_str() == self.name)
+                && matches!(attr.attr.as_str(), "update" | "delete")
+            {
+                self.bulk += 1;
+                self.visit_arguments(&call.arguments);
+                return;
+            }
+            if matches!(expr, Expr::Name(n) if n.id.as_str() == self.name && n.ctx.is_load()) {
+                self.other += 1;
+            }
+            visitor::walk_expr(self, expr);
+        }
+    }
+    let Stmt::Assign(assign) = stmt else {
+        return None;
+    };
+    let ([Expr::Name(target)], Expr::Call(call), Loop::For(for_stmt)) =
+        (&*assign.targets, assign.value.as_ref(), lp)
+    else {
+        return None;
+    };
+    let Expr::Attribute(func) = call.func.as_ref() else {
+        return None;
+    };
+    if !LAZY_METHODS.contains(&func.attr.as_str()) || !is_django_query(call) {
+        return None;
+    }
+    let mut uses = Uses {
+        name: target.id.as_str(),
+        bulk: 0,
+        other: 0,
+    };
+    uses.visit_body(&for_stmt.body);
+    (uses.bulk > 0 && uses.other == 0).then_some(assign.value.as_ref())
+}
+
+/// `for start in range(0, n, 1000)`: a loop over chunks, whose per-iteration query loads a
+/// batch. A step literal below 10 (`range(0, n, 2)`) still walks items.
+fn is_chunked(lp: Loop<'_>) -> bool {
+    let Loop::For(for_stmt) = lp else {
+        return false;
+    };
+    let Expr::Call(call) = for_stmt.iter.as_ref() else {
+        return false;
+    };
+    if !matches!(call.func.as_ref(), Expr::Name(f) if f.id.as_str() == "range") {
+        return false;
+    }
+    let [_, _, step] = &*call.arguments.args else {
+        return false;
+    };
+    match step {
+        Expr::NumberLiteral(n) => {
+            matches!(&n.value, Number::Int(i) if i.as_u64().is_none_or(|v| v >= 10))
+        }
+        Expr::UnaryOp(_) => false,
+        _ => true,
+    }
+}
+
 /// A literal SQL string that reads (`SELECT`, `WITH`, `PRAGMA`): `executemany` does not apply.
 fn is_select(sql: &Expr) -> bool {
     let Expr::StringLiteral(literal) = sql else {
@@ -234,7 +333,9 @@ fn is_select(sql: &Expr) -> bool {
         || head.eq_ignore_ascii_case("pragma")
 }
 
-/// `Model.objects.filter(...).first()`: queryset methods down to a manager attribute.
+/// `Model.objects.filter(...).first()`: queryset methods down to a manager attribute. Not
+/// `self.objects`: Django managers are not accessible via instances, so that is a plain
+/// attribute (Sphinx's domains keep a dict there).
 fn is_django_query(call: &ExprCall) -> bool {
     let mut current = call;
     loop {
@@ -246,7 +347,8 @@ fn is_django_query(call: &ExprCall) -> bool {
         }
         match func.value.as_ref() {
             Expr::Attribute(manager) => {
-                return DJANGO_MANAGERS.contains(&manager.attr.as_str());
+                return DJANGO_MANAGERS.contains(&manager.attr.as_str())
+                    && !matches!(manager.value.as_ref(), Expr::Name(n) if n.id.as_str() == "self");
             }
             Expr::Call(inner) => current = inner,
             _ => return false,
@@ -291,14 +393,23 @@ fn django_model(call: &ExprCall) -> Option<&Expr> {
     }
 }
 
-/// `session.query(...)...` or `session.get/execute/scalars/scalar(...)`.
-fn is_sqlalchemy_query(call: &ExprCall) -> bool {
+/// `session.query(...)...` or `session.get/execute/scalars/scalar(...)`, in a module that
+/// uses SQLAlchemy (an HTTP `session` of `requests` or `aiohttp` is not a database).
+fn is_sqlalchemy_query(checker: &Checker, call: &ExprCall) -> bool {
+    if !uses_sqlalchemy(checker.source) {
+        return false;
+    }
     let mut current = call;
     loop {
         let Expr::Attribute(func) = current.func.as_ref() else {
             return false;
         };
-        if SESSION_METHODS.contains(&func.attr.as_str()) && is_session(&func.value) {
+        // `session.get(Model, key)`: one positional argument is `requests`' `session.get(url)`.
+        let method = func.attr.as_str();
+        if SESSION_METHODS.contains(&method)
+            && is_session(&func.value)
+            && (method != "get" || current.arguments.args.len() >= 2)
+        {
             return true;
         }
         match func.value.as_ref() {
@@ -306,6 +417,13 @@ fn is_sqlalchemy_query(call: &ExprCall) -> bool {
             _ => return false,
         }
     }
+}
+
+/// The module imports SQLAlchemy or a library built on it.
+fn uses_sqlalchemy(source: &str) -> bool {
+    ["sqlalchemy", "sqlmodel", "flask_sqlalchemy"]
+        .iter()
+        .any(|m| source.contains(&format!("import {m}")) || source.contains(&format!("from {m}")))
 }
 
 /// `session`, `db.session`, `self.session`, `db_session`.
@@ -383,6 +501,11 @@ fn check_related_manager(
         return None;
     };
     if !RELATED_MANAGER_METHODS.contains(&func.attr.as_str()) {
+        return None;
+    }
+    // `item.data.get("seed")`: a dict (a JSON field) read by key. A manager's `get` takes
+    // lookups as keywords.
+    if func.attr.as_str() == "get" && call.arguments.keywords.is_empty() {
         return None;
     }
     let Expr::Attribute(related) = func.value.as_ref() else {

@@ -389,8 +389,14 @@ const PUBLIC_TOKEN_QUALIFIERS: &[&str] = &[
     "csrf",
 ];
 
+/// Verbs before a credential word that make the name an action on it (a view, a rate limit,
+/// an event): `reset_password`, `forgot_password`, `change_password`. Not `new`/`confirm`,
+/// whose names hold a password.
+const ACTION_QUALIFIERS: &[&str] = &["reset", "forgot", "change", "revoke"];
+
 /// True for names that hold a credential: a credential word anywhere, or `key` qualified by
-/// `api`/`private`/`secret`/..., unless the last word says the name describes one.
+/// `api`/`private`/`secret`/..., unless the last word says the name describes one or the word
+/// before it says the name acts on one.
 fn is_secret_name(name: &str) -> bool {
     let words = split_words(name);
     let Some(last) = words.last() else {
@@ -402,6 +408,9 @@ fn is_secret_name(name: &str) -> bool {
     words.iter().enumerate().any(|(idx, word)| {
         let previous = idx.checked_sub(1).map(|i| words[i].as_str());
         if word == "token" && previous.is_some_and(|p| PUBLIC_TOKEN_QUALIFIERS.contains(&p)) {
+            return false;
+        }
+        if previous.is_some_and(|p| ACTION_QUALIFIERS.contains(&p)) {
             return false;
         }
         SECRET_WORDS.contains(&word.as_str())
@@ -604,6 +613,7 @@ mod tests {
             "keyboard",
             "monkey",
             "primary_key",
+            "reset_password",
         ] {
             assert!(!is_secret_name(name), "{name}");
         }

@@ -49,6 +49,8 @@ fn is_sanitizer(name: &str) -> bool {
         || matches!(
             name,
             "qn" | "qn2" | "literal" | "Identifier" | "Literal" | "sql_flush" | "adapt"
+            // Django's schema editors quote a column default as an SQL literal.
+            | "prepare_default"
         )
 }
 
@@ -186,7 +188,12 @@ fn report(
     } else {
         Severity::High
     };
-    out.push(Diagnostic::new("AGY201", arg.range(), message).severity(severity));
+    // Where the value enters the SQL: bandit (B608) and ruff (S608) report the string there.
+    out.push(
+        Diagnostic::new("AGY201", arg.range(), message)
+            .severity(severity)
+            .related(culprit),
+    );
 }
 
 /// `cursor.execute` as written, or the bare callee name when the receiver is long or complex.

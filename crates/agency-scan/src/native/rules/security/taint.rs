@@ -5,7 +5,8 @@
 //! The analysis is deliberately small and local. It follows simple assignments within one
 //! function in straight-line order (the last `=` before the use, then every `+=` after it) and
 //! falls back to module-level assignments; anything else (parameters, attributes, call results,
-//! unpacking) is opaque. Opaque values are unsafe when they are interpolated, but an opaque
+//! unpacking) is opaque, except test parameters whose `pytest.mark.parametrize` values are all
+//! literals. Opaque values are unsafe when they are interpolated, but an opaque
 //! *template* is never evaluated, so `self.sql_template % args` is not reported: the rules
 //! only speak when they can see both the literal text and the value formatted into it.
 //!
@@ -17,8 +18,8 @@ use std::cell::{Cell, OnceCell, RefCell};
 
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{
-    CmpOp, Expr, ExprCall, FStringPart, InterpolatedStringElement, ModModule, Operator, Parameters,
-    Stmt,
+    CmpOp, Comprehension, Decorator, Expr, ExprCall, FStringPart, InterpolatedStringElement,
+    ModModule, Operator, Parameters, Stmt,
 };
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
@@ -72,6 +73,8 @@ pub(super) struct Policy {
 #[derive(Clone, Copy)]
 struct ScopeSource<'a> {
     params: Option<&'a Parameters>,
+    /// The function's decorators, for `pytest.mark.parametrize` values; empty elsewhere.
+    decorators: &'a [Decorator],
     body: &'a [Stmt],
     /// The enclosing function scope whose names a closure reads (class bodies are skipped, as
     /// in Python); `None` for the module.
@@ -107,6 +110,7 @@ pub(super) fn find_sink_calls(
         is_sink,
         scopes: vec![ScopeSource {
             params: None,
+            decorators: &[],
             body: &module.body,
             parent: None,
             is_class: false,
@@ -132,9 +136,14 @@ struct SinkFinder<'a> {
 
 impl<'a> Visitor<'a> for SinkFinder<'a> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        let (params, body, is_class) = match stmt {
-            Stmt::FunctionDef(def) => (Some(&*def.parameters), &def.body, false),
-            Stmt::ClassDef(class) => (None, &class.body, true),
+        let (params, decorators, body, is_class) = match stmt {
+            Stmt::FunctionDef(def) => (
+                Some(&*def.parameters),
+                &*def.decorator_list,
+                &def.body,
+                false,
+            ),
+            Stmt::ClassDef(class) => (None, &[][..], &class.body, true),
             _ => {
                 visitor::walk_stmt(self, stmt);
                 return;
@@ -148,6 +157,7 @@ impl<'a> Visitor<'a> for SinkFinder<'a> {
         self.current = self.scopes.len();
         self.scopes.push(ScopeSource {
             params,
+            decorators,
             body,
             parent: Some(parent),
             is_class,
@@ -176,11 +186,14 @@ enum Value<'a> {
     Assign(&'a Expr),
     /// `name += expr`.
     AddAssign(&'a Expr),
-    /// `name[key] = expr`, `name.append(expr)`: an item put into a collection, which keeps
-    /// its text but must be safe for the collection to be.
+    /// `name[key] = expr`, `name.append(expr)`, `name.update(expr)`: an item put into a
+    /// collection, which keeps its text but must be safe for the collection to be.
     Item(&'a Expr),
     /// A loop variable: safe when the iterable's items are.
     Loop(&'a Expr),
+    /// A test parameter whose every value is a literal of a `pytest.mark.parametrize`
+    /// decorator: text unknown here, but constant.
+    Constant,
     /// A parameter, an unpacking target, an import, anything not followed.
     Opaque,
 }
@@ -206,8 +219,15 @@ impl<'a> Scope<'a> {
         let mut scope = Scope::default();
         if let Some(params) = source.params {
             let at = params.range.start();
+            let constant = parametrized_constants(source.decorators);
             for param in params {
-                scope.bind(param.name().as_str(), at, Value::Opaque);
+                let name = param.name().as_str();
+                let value = if constant.contains(&name) {
+                    Value::Constant
+                } else {
+                    Value::Opaque
+                };
+                scope.bind(name, at, value);
             }
         }
         scope.collect_body(source.body);
@@ -295,8 +315,10 @@ impl<'a> Scope<'a> {
                 if let Expr::Call(call) = expr.value.as_ref()
                     && let (Expr::Attribute(attr), Some(item)) =
                         (call.func.as_ref(), call.arguments.args.last())
-                    && let (Expr::Name(name), "append" | "add" | "insert" | "extend") =
-                        (attr.value.as_ref(), attr.attr.as_str())
+                    && let (
+                        Expr::Name(name),
+                        "append" | "add" | "insert" | "extend" | "update" | "setdefault",
+                    ) = (attr.value.as_ref(), attr.attr.as_str())
                 {
                     self.bind(name.id.as_str(), at, Value::Item(item));
                 }
@@ -673,7 +695,7 @@ impl<'s, 'a> Analysis<'s, 'a> {
                     }
                 }
                 Value::Item(_) => continue,
-                Value::Loop(_) | Value::Opaque => None,
+                Value::Loop(_) | Value::Constant | Value::Opaque => None,
             };
         }
         built
@@ -771,6 +793,7 @@ impl<'s, 'a> Analysis<'s, 'a> {
                     self.is_safe(value, here)
                 }
                 Value::Loop(iter) => self.is_safe_iter(iter, here),
+                Value::Constant => true,
                 Value::Opaque => false,
             };
             if !safe {
@@ -792,7 +815,8 @@ impl<'s, 'a> Analysis<'s, 'a> {
             {
                 return self.is_safe(&attr.value, at);
             }
-            return false;
+            // `range(n)` yields numbers; a sanitizer's or fragment's result yields safe text.
+            return self.is_safe_call(call, at);
         }
         self.is_safe(iter, at)
     }
@@ -804,7 +828,8 @@ impl<'s, 'a> Analysis<'s, 'a> {
         let args = &call.arguments.args;
         match name {
             "int" | "float" | "len" | "bool" | "round" | "abs" | "ord" | "count" | "Decimal"
-            | "token_hex" | "token_urlsafe" | "uuid4" | "uuid1" | "hexdigest" | "range" => true,
+            | "token_hex" | "token_urlsafe" | "uuid4" | "uuid1" | "hexdigest" | "range"
+            | "randint" | "randrange" => true,
             "replace" if self.policy.quote_doubling_escapes => {
                 matches!(args.first(), Some(Expr::StringLiteral(quote)) if quote.value.to_str() == "'")
             }
@@ -835,11 +860,52 @@ impl<'s, 'a> Analysis<'s, 'a> {
             "join" => args
                 .first()
                 .is_some_and(|items| self.is_safe_items(items, at)),
+            // `mapping.values()` of a dict whose every stored value is safe (Django's sqlite
+            // table rebuild maps columns to quoted names and quoted defaults).
+            "values" if args.is_empty() => match call.func.as_ref() {
+                Expr::Attribute(attr) => self.is_safe_values(&attr.value, at),
+                _ => false,
+            },
             // A call named like a fragment (`self.sql_table_creation_suffix()`) returns one.
             _ => {
                 let name = name.trim_start_matches('_');
                 (self.policy.sanitizer)(name) || (self.policy.fragment)(name)
             }
+        }
+    }
+
+    /// True for a dict whose every value is safe: a display, a comprehension with a safe value,
+    /// or a local name whose every binding and stored item (`d[k] = v`, `d.update(v)`) is.
+    fn is_safe_values(&self, dict: &'a Expr, at: At) -> bool {
+        if !self.spend() {
+            return false;
+        }
+        match dict {
+            Expr::Dict(dict) => dict.items.iter().all(|item| self.is_safe(&item.value, at)),
+            Expr::DictComp(comp) => self.is_safe_generated(&comp.value, &comp.generators, at),
+            Expr::Name(name) => {
+                let name = name.id.as_str();
+                let (scope, bindings) = self.resolve(name, at);
+                let mut any = false;
+                for binding in bindings.iter().filter(|b| b.name == name) {
+                    any = true;
+                    let here = At {
+                        scope,
+                        before: binding.at,
+                    };
+                    let safe = match binding.value {
+                        Value::Assign(value) => self.is_safe_values(value, here),
+                        Value::Item(value) => self.is_safe(value, here),
+                        Value::Constant => true,
+                        Value::AddAssign(_) | Value::Loop(_) | Value::Opaque => false,
+                    };
+                    if !safe {
+                        return false;
+                    }
+                }
+                any
+            }
+            _ => false,
         }
     }
 
@@ -863,6 +929,12 @@ impl<'s, 'a> Analysis<'s, 'a> {
             }
             other => return self.is_safe(other, at),
         };
+        self.is_safe_generated(elt, generators, at)
+    }
+
+    /// True when `elt` is safe with the targets of the generators over safe iterables taken
+    /// as safe.
+    fn is_safe_generated(&self, elt: &'a Expr, generators: &'a [Comprehension], at: At) -> bool {
         let mut names = Vec::new();
         for generator in generators {
             if self.is_safe_iter(&generator.iter, at) {
@@ -888,6 +960,63 @@ fn collect_names<'a>(target: &'a Expr, names: &mut Vec<&'a str>) {
         Expr::Starred(starred) => collect_names(&starred.value, names),
         _ => {}
     }
+}
+
+/// The parameters a `@pytest.mark.parametrize("a, b", [...])` decorator (or a bare
+/// `@parametrize`) gives only literal values: `("a", "b")` names, rows of constants or
+/// `pytest.param(...)` of constants. Not with `indirect=`, which hands the values to fixtures.
+fn parametrized_constants(decorators: &[Decorator]) -> Vec<&str> {
+    let mut names = Vec::new();
+    for decorator in decorators {
+        let Expr::Call(call) = &decorator.expression else {
+            continue;
+        };
+        if callee_name(call) != Some("parametrize")
+            || call
+                .arguments
+                .keywords
+                .iter()
+                .any(|k| k.arg.as_ref().is_some_and(|a| a.as_str() == "indirect"))
+        {
+            continue;
+        }
+        let [argnames, argvalues, ..] = &*call.arguments.args else {
+            continue;
+        };
+        let rows = match argvalues {
+            Expr::List(list) => &list.elts,
+            Expr::Tuple(tuple) => &tuple.elts,
+            _ => continue,
+        };
+        let constant_row = |row: &Expr| match row {
+            Expr::Call(param) if callee_name(param) == Some("param") => {
+                param.arguments.args.iter().all(is_constant)
+            }
+            other => is_constant(other),
+        };
+        if !rows.iter().all(constant_row) {
+            continue;
+        }
+        match argnames {
+            Expr::StringLiteral(literal) => names.extend(
+                literal
+                    .value
+                    .to_str()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty()),
+            ),
+            Expr::List(ruff_python_ast::ExprList { elts, .. })
+            | Expr::Tuple(ruff_python_ast::ExprTuple { elts, .. }) => {
+                names.extend(elts.iter().filter_map(|e| match e {
+                    Expr::StringLiteral(literal) => Some(literal.value.to_str()),
+                    _ => None,
+                }));
+            }
+            _ => {}
+        }
+    }
+    names
 }
 
 /// True for a lookup table: a constant collection, or a mapping whose name says it maps

@@ -51,6 +51,17 @@ fn is_sanitizer(name: &str) -> bool {
         || name.starts_with("quote")
         || name.starts_with("urlencode")
         || name.starts_with("sanitize")
+        // Builders of one element return rendered markup: Django's `label_tag`, Wagtail's
+        // `img_tag`. Not any `_tag` (`get_tag` may return a user's tag name).
+        || name.strip_suffix("_tag").is_some_and(|element| {
+            matches!(
+                element.rsplit('_').next(),
+                Some(
+                    "img" | "image" | "label" | "legend" | "script" | "link" | "meta" | "style"
+                        | "input" | "anchor" | "picture" | "source"
+                )
+            )
+        })
         || matches!(
             name,
             "mark_safe"
