@@ -56,6 +56,19 @@ pub struct HealArgs {
     /// errors they show, mapped to the repository's files, instead of analysing the code.
     #[arg(long, value_name = "FILE|-", conflicts_with_all = ["changed", "staged", "since", "tools"])]
     from_log: Option<PathBuf>,
+    /// Show every proposed fix as a unified diff with its strategy; writes nothing to the
+    /// repository (no fix, no audit record: it is a preview, and fixes are not verified).
+    #[arg(long, conflicts_with_all = ["scan", "yes"])]
+    dry_run: bool,
+    /// Apply verified fixes without asking.
+    #[arg(long, conflicts_with = "scan")]
+    yes: bool,
+    /// Also try the fixes ruff marks unsafe (they may change behaviour); each is still verified.
+    #[arg(long, conflicts_with = "scan")]
+    unsafe_fixes: bool,
+    /// Refuse to heal when the test suite already fails before any fix.
+    #[arg(long, conflicts_with = "scan")]
+    require_green: bool,
     /// Files or directories to scan (default: the whole repository).
     paths: Vec<PathBuf>,
 }
@@ -108,6 +121,10 @@ fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs 
         no_cache: false,
         tools,
         from_log: None,
+        dry_run: false,
+        yes: false,
+        unsafe_fixes: false,
+        require_green: false,
         paths,
     }
 }
@@ -168,7 +185,16 @@ pub fn run_bench(home: &Path, args: &ScanBenchArgs) -> Result<ExitStatus> {
         let _ = writeln!(text, "\nnative rules: {r:.1}x bandit's throughput");
     }
     if let Some(r) = report.full_vs_slowest_tool {
-        let _ = writeln!(text, "full scan (cold): {r:.2}x the slowest tool alone");
+        let _ = writeln!(
+            text,
+            "full scan (cold): {r:.2}x the slowest tool run alone (bandit in one process)"
+        );
+    }
+    if let Some(r) = report.full_vs_slowest_adapter {
+        let _ = writeln!(
+            text,
+            "full scan (cold): {r:.2}x the slowest tool through agency (bandit sharded)"
+        );
     }
     output::print_text(&text)?;
     Ok(ExitStatus::Success)
@@ -176,9 +202,7 @@ pub fn run_bench(home: &Path, args: &ScanBenchArgs) -> Result<ExitStatus> {
 
 pub fn run(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     if !args.scan {
-        bail!(
-            "this build of agency can only scan: run `agency heal --scan`; fixing, verifying and rolling back are not built yet"
-        );
+        return run_heal(home, args);
     }
     // The repository is the one the command runs in, as for git: paths outside it are refused.
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -481,6 +505,258 @@ fn render_text(report: &ScanReport, fail_on: Priority) -> String {
     }
     for skipped in &report.skipped {
         let _ = writeln!(out, "skipped {}: {}", skipped.file, skipped.reason);
+    }
+    out
+}
+
+/// `agency heal` without `--scan`: scan, then fix in a private copy, verify, and keep the
+/// verified fixes (after asking, unless `--yes`); `--dry-run` only shows the fixes.
+fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    if args.sarif {
+        bail!("--sarif describes findings, not heals: use it with --scan");
+    }
+    if args.from_log.is_some() {
+        bail!(
+            "healing runtime errors from a log is not built yet: run `agency heal --scan --from-log FILE` to see them"
+        );
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let loaded = config::load(&root)?;
+    let scan_options = loaded.options.scan.clone().unwrap_or_default();
+    let mut scan_settings = settings(home, &root, &scan_options, args)?;
+    let baseline_path = args
+        .baseline
+        .clone()
+        .or_else(|| scan_options.baseline.as_ref().map(|b| root.join(b)));
+    if let Some(path) = &baseline_path {
+        scan_settings.baseline = baseline::load(path)
+            .with_context(|| format!("cannot use the baseline {}", path.display()))?;
+    }
+    let fail_on = args
+        .fail_on
+        .or(scan_options.fail_on)
+        .unwrap_or(Priority::P1);
+    let pinned_venv = agency_setup::Layout::new(home).venv();
+    let verify = agency_heal::verify::resolve(&root, loaded.options.verify.as_ref(), &pinned_venv)
+        .with_context(|| {
+            format!(
+                "cannot use the verify command of {}",
+                loaded
+                    .file
+                    .as_ref()
+                    .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+            )
+        })?;
+    let heal_settings = agency_heal::HealSettings {
+        scan: scan_settings,
+        verify,
+        unsafe_fixes: args.unsafe_fixes,
+        require_green: args.require_green,
+    };
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let preview = args.dry_run || (!args.yes && !interactive);
+    if preview && !args.dry_run {
+        output::warn(
+            "not on a terminal and no --yes: showing the fixes as with --dry-run; run with --yes to apply verified fixes",
+        );
+    }
+
+    // A preview writes nothing to the repository, not even the scan cache.
+    let mut scan_settings = heal_settings.scan.clone();
+    scan_settings.cache &= !preview;
+    let scanned = scan_with_progress(&scan_settings)?;
+    for note in &scanned.notes {
+        output::warn(note);
+    }
+    for tool in &scanned.report.tools {
+        if tool.status != "ok"
+            && let Some(message) = &tool.message
+        {
+            output::warn(&format!("{} {}: {message}", tool.tool, tool.status));
+        }
+    }
+    let all_findings = &scanned.report.findings;
+
+    if preview {
+        let attempts = agency_heal::propose(&heal_settings, &scanned.findings);
+        let report = heal_report(&attempts, 0, true);
+        if args.json {
+            output::print_json(&report)?;
+        } else {
+            output::print_text(&render_heals(&attempts, true, 0))?;
+        }
+        return Ok(if agency_heal::fails(&attempts, fail_on) {
+            ExitStatus::Failure
+        } else {
+            ExitStatus::Success
+        });
+    }
+
+    let plain = output::plain_progress();
+    let progress = |event: agency_heal::Progress| {
+        let line = match event {
+            agency_heal::Progress::Copied { files } => {
+                format!("agency: copied {files} files to a private workspace")
+            }
+            agency_heal::Progress::Baseline => {
+                "agency: running the tests once before any fix".to_string()
+            }
+            agency_heal::Progress::Attempt {
+                index,
+                total,
+                rule,
+                file,
+                line,
+            } => format!("agency: [{index}/{total}] fixing {rule} at {file}:{line}"),
+            agency_heal::Progress::Suite => "agency:   running the tests".to_string(),
+        };
+        if plain {
+            eprintln!("{line}");
+        } else {
+            output::progress_line(&line);
+        }
+    };
+    let mut session = agency_heal::start(&heal_settings, &progress)?;
+    for note in &session.notes {
+        output::warn(note);
+    }
+    let mut attempts =
+        agency_heal::attempt_all(&mut session, &heal_settings, &scanned.findings, &progress);
+    let verified = attempts
+        .iter()
+        .filter(|a| a.status == agency_heal::Status::Verified && a.fixed_by.is_none())
+        .filter_map(|a| a.file.clone())
+        .count();
+    let confirmed = args.yes || verified == 0 || ask(verified)?;
+    if confirmed {
+        agency_heal::apply::apply(&session, &mut attempts);
+    } else {
+        agency_heal::apply::decline(
+            &mut attempts,
+            "verified, not applied: declined at the prompt",
+        );
+    }
+    let run_id = agency_heal::audit::run_id();
+    agency_heal::audit::write(&root, &run_id, &session, &attempts, all_findings)
+        .context("cannot write the audit trail; the fixes above were applied")?;
+    let report = heal_report(&attempts, session.suite_runs, false);
+    if args.json {
+        output::print_json(&report)?;
+    } else {
+        output::print_text(&render_heals(&attempts, false, session.suite_runs))?;
+    }
+    Ok(if agency_heal::fails(&attempts, fail_on) {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// Asks once on the terminal whether to write the verified fixes.
+fn ask(n: usize) -> Result<bool> {
+    eprint!("apply {n} verified fixes? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the answer from the terminal")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+fn heal_report(
+    attempts: &[agency_heal::Attempt],
+    suite_runs: usize,
+    dry_run: bool,
+) -> agency_core::contract::HealReport {
+    use agency_core::contract::{Heal, HealReport, HealSummary, HealVerification};
+    use agency_heal::Status;
+    let mut summary = HealSummary {
+        suite_runs,
+        dry_run,
+        ..HealSummary::default()
+    };
+    for a in attempts {
+        match a.status {
+            Status::Healed => summary.healed += 1,
+            Status::RolledBack => summary.rolled_back += 1,
+            Status::Flagged => summary.flagged += 1,
+            Status::Failed => summary.failed += 1,
+            Status::Skipped | Status::Verified => summary.skipped += 1,
+        }
+    }
+    HealReport {
+        version: agency_core::contract::SCHEMA_VERSION,
+        heals: attempts
+            .iter()
+            .map(|a| Heal {
+                finding: a.finding.clone(),
+                status: a.status.as_str().to_string(),
+                strategy: a.strategy.map_or("none", |s| s.as_str()).to_string(),
+                pattern_id: None,
+                diff: a.diff.clone(),
+                verification: HealVerification {
+                    tests: a.verification.tests.as_str().to_string(),
+                    duration_ms: a.verification.duration_ms,
+                },
+                reason: a.reason.clone(),
+            })
+            .collect(),
+        summary,
+    }
+}
+
+/// One line per heal (status, rule, file:line, message, and why), the diffs of a preview, and
+/// a summary line.
+fn render_heals(attempts: &[agency_heal::Attempt], preview: bool, suite_runs: usize) -> String {
+    let mut out = String::new();
+    for a in attempts {
+        let f = &a.finding;
+        let _ = writeln!(
+            out,
+            "{:<11} {} {}:{} {}",
+            if preview && a.strategy.is_some() && a.status == agency_heal::Status::Skipped {
+                "proposed"
+            } else {
+                a.status.as_str()
+            },
+            f.rule,
+            f.file,
+            f.line,
+            f.message
+        );
+        if preview && !a.diff.is_empty() {
+            let _ = writeln!(
+                out,
+                "  strategy: {}",
+                a.strategy.map_or("none", |s| s.as_str())
+            );
+            for line in a.diff.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        } else if let Some(reason) = &a.reason
+            && a.status != agency_heal::Status::Healed
+        {
+            let _ = writeln!(out, "  {reason}");
+        }
+    }
+    let count = |s: agency_heal::Status| attempts.iter().filter(|a| a.status == s).count();
+    if preview {
+        let proposed = attempts.iter().filter(|a| !a.diff.is_empty()).count();
+        let _ = writeln!(
+            out,
+            "dry run: {proposed} fixes proposed, {} flagged, nothing written",
+            count(agency_heal::Status::Flagged)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} healed, {} rolled back, {} flagged, {} skipped, {} failed; {suite_runs} test runs",
+            count(agency_heal::Status::Healed),
+            count(agency_heal::Status::RolledBack),
+            count(agency_heal::Status::Flagged),
+            count(agency_heal::Status::Skipped),
+            count(agency_heal::Status::Failed),
+        );
     }
     out
 }

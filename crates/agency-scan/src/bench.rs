@@ -51,8 +51,11 @@ pub struct BenchReport {
     pub scenarios: Vec<Scenario>,
     /// Native lines/s over bandit's lines/s (both at the median, bandit through the adapter).
     pub native_vs_bandit: Option<f64>,
-    /// Cold full scan over the slowest external tool alone (cold): the cost of orchestration.
+    /// Cold full scan over the slowest external tool as a user runs it alone (cold mypy,
+    /// bandit in one process): what the orchestration costs or saves.
     pub full_vs_slowest_tool: Option<f64>,
+    /// The same over the slowest tool through agency's adapters (bandit sharded per core).
+    pub full_vs_slowest_adapter: Option<f64>,
 }
 
 /// Runs every scenario `runs` times on a copy of `settings.root`.
@@ -119,6 +122,17 @@ pub fn run(
             let outcome = run_tool(tool, &base, &files, &no_hashes);
             (started.elapsed(), outcome.run.status, outcome.run.message)
         }));
+        if tool == Tool::Bandit {
+            // bandit as a user runs it alone: one process over every file.
+            progress("bandit (one process)");
+            let mut single = base.clone();
+            single.bandit_shards = Some(1);
+            scenarios.push(measure_tool("bandit (one process)", runs, lines, || {
+                let started = Instant::now();
+                let outcome = run_tool(tool, &single, &files, &no_hashes);
+                (started.elapsed(), outcome.run.status, outcome.run.message)
+            }));
+        }
         if tool == Tool::Mypy {
             progress("mypy (warm)");
             let _ = run_tool(tool, &base, &files, &no_hashes);
@@ -186,19 +200,23 @@ pub fn run(
         (Some(n), Some(b)) => n.lines_per_s.zip(b.lines_per_s).map(|(n, b)| n / b),
         _ => None,
     };
-    let slowest = scenarios
-        .iter()
-        .filter(|s| {
-            s.note.is_none() && matches!(s.name.as_str(), "ruff" | "mypy (cold)" | "bandit")
-        })
-        .map(|s| s.p50_ms)
-        .fold(None, |acc: Option<f64>, v| {
-            Some(acc.map_or(v, |a| a.max(v)))
-        });
-    let full_vs_slowest_tool = match (find("full scan (cold)"), slowest) {
+    let slowest = |names: &[&str]| {
+        scenarios
+            .iter()
+            .filter(|s| s.note.is_none() && names.contains(&s.name.as_str()))
+            .map(|s| s.p50_ms)
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            })
+    };
+    let ratio = |slowest: Option<f64>| match (find("full scan (cold)"), slowest) {
         (Some(full), Some(slowest)) if slowest > 0.0 => Some(full.p50_ms / slowest),
         _ => None,
     };
+    // Each tool as a user runs it alone (bandit in one process), and against agency's faster
+    // sharded bandit.
+    let full_vs_slowest_tool = ratio(slowest(&["ruff", "mypy (cold)", "bandit (one process)"]));
+    let full_vs_slowest_adapter = ratio(slowest(&["ruff", "mypy (cold)", "bandit"]));
     Ok(BenchReport {
         version: 1,
         files: files.len(),
@@ -207,6 +225,7 @@ pub fn run(
         scenarios,
         native_vs_bandit,
         full_vs_slowest_tool,
+        full_vs_slowest_adapter,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct ScanSettings {
     pub tool_timeout: Duration,
     /// Finding ids not to report (a baseline).
     pub baseline: HashSet<String>,
+    /// bandit processes at once (`None`: one per core, at most four).
+    pub bandit_shards: Option<usize>,
     /// A runtime log: when set, the scan reads its Python tracebacks instead of running the
     /// analyzers and tools (`--from-log`).
     pub log: Option<String>,
@@ -63,6 +65,7 @@ impl ScanSettings {
             cache: true,
             tool_timeout: Duration::from_mins(10),
             baseline: HashSet::new(),
+            bandit_shards: None,
             log: None,
         }
     }
@@ -560,6 +563,7 @@ pub(crate) fn run_tool(
             .cache
             .then(|| Cache::dir(&settings.root).join(tool.name())),
         hashes,
+        shards: settings.bandit_shards,
         python: if tool == Tool::Mypy {
             tools::repo_python(&settings.root, &settings.locations)
         } else {

@@ -185,10 +185,14 @@ fn run_files(request: &ToolRequest, files: &[String]) -> Result<Vec<RawFinding>,
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let shards = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .clamp(1, 4)
-        .min(files.len());
+    let shards = request
+        .shards
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .clamp(1, 4)
+        })
+        .clamp(1, files.len());
     let chunk = files.len().div_ceil(shards).max(1);
     let results: Vec<Result<Vec<RawFinding>, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = files

@@ -214,6 +214,9 @@ pub struct ToolRequest<'a> {
     /// Content hashes of `files` (sha256 hex), for tools whose results agency caches per file
     /// (bandit); empty when unknown, which disables that cache.
     pub hashes: &'a std::collections::HashMap<String, String>,
+    /// Processes of a tool that shards its files (bandit) at once; `None`: one per core, at
+    /// most four.
+    pub shards: Option<usize>,
     pub python: Option<PathBuf>,
     pub timeout: Duration,
 }
