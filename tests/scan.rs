@@ -3,52 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{agency, run};
+use crate::util::{agency, git, git_fixture, run};
 
 /// A git repository holding a copy of `fixtures/demo-repo`, committed.
 fn demo_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo-repo"),
-        dir.path(),
-    );
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "demo"]);
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=agency",
-            "-c",
-            "user.email=agency@example.org",
-        ])
-        .args(args)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
+    git_fixture("fixtures/demo-repo")
 }
 
 /// `agency heal --scan --json ARGS` in `dir`: (exit code, document, stderr).
@@ -621,4 +583,28 @@ fn bandit_results_are_cached_per_file_and_redone_for_changed_files() {
             || bandit_run(&fourth)["cached_files"].is_null()
     );
     assert_eq!(bandit_findings(&fourth), after);
+}
+
+#[test]
+fn bandit_sql_patterns_yield_to_the_data_flow_rule_unless_bandit_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("report.py"),
+        "TABLE = \"orders\"\n\n\ndef count(cursor):\n    cursor.execute(\"SELECT COUNT(*) FROM %s\" % TABLE)\n    return cursor.fetchone()\n",
+    )
+    .unwrap();
+    let rules = |doc: &Value| -> Vec<String> {
+        findings(doc).into_iter().map(|(rule, _, _)| rule).collect()
+    };
+    // The table name is a module constant: AGY201 does not flag it, so bandit's pattern match
+    // on the same line is left out (and counted).
+    let (_, doc, stderr) = scan_json(root, &["--tools", "bandit"]);
+    assert!(!rules(&doc).iter().any(|r| r == "B608"), "{doc:#} {stderr}");
+    assert_eq!(doc["stats"]["superseded"], 1, "{doc:#}");
+    // A repository that configures bandit gets all of bandit's findings.
+    std::fs::write(root.join(".bandit"), "skips: []\n").unwrap();
+    let (_, doc, stderr) = scan_json(root, &["--tools", "bandit", "--no-cache"]);
+    assert!(rules(&doc).iter().any(|r| r == "B608"), "{doc:#} {stderr}");
+    assert_eq!(doc["stats"]["superseded"], 0);
 }

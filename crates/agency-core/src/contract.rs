@@ -368,6 +368,10 @@ pub struct ScanStats {
     /// Files answered from the content-hash cache.
     #[serde(default)]
     pub cached_files: u64,
+    /// bandit pattern findings left out because agency's data-flow rule for the same defect
+    /// looked at the code and did not agree (only without a bandit configuration).
+    #[serde(default)]
+    pub superseded: u64,
 }
 
 /// What happened to one external tool.
@@ -392,6 +396,90 @@ pub struct ToolRun {
 pub struct SkippedFile {
     pub file: String,
     pub reason: String,
+}
+
+/// `agency heal --json` (and `--dry-run --json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealReport {
+    pub version: u32,
+    pub heals: Vec<Heal>,
+    pub summary: HealSummary,
+}
+
+/// What happened to one finding.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heal {
+    pub finding: Finding,
+    /// `healed`, `rolled_back`, `pending_approval`, `flagged`, `skipped` or `failed`.
+    pub status: String,
+    /// `pattern`, `rule`, `llm` or `none`.
+    pub strategy: String,
+    pub pattern_id: Option<String>,
+    /// The fix as a unified diff (empty without a fix).
+    pub diff: String,
+    pub verification: HealVerification,
+    /// Why it was flagged, skipped, rolled back or failed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// How a fix was verified.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealVerification {
+    /// `passed`, `failed` or `skipped`.
+    pub tests: String,
+    pub duration_ms: u64,
+}
+
+/// Counts of heals by status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealSummary {
+    pub healed: usize,
+    pub rolled_back: usize,
+    pub pending_approval: usize,
+    pub flagged: usize,
+    pub failed: usize,
+    #[serde(default)]
+    pub skipped: usize,
+    /// Runs of the verify command, the one before any fix included.
+    #[serde(default)]
+    pub suite_runs: usize,
+    /// True for `--dry-run` (and runs that only previewed): nothing was written.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One record of the audit trail (`logs/autonomous_healing/<run-id>-<n>.json` in the repository).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub version: u32,
+    pub run_id: String,
+    /// Position of the attempt in the run, from 1.
+    pub attempt: usize,
+    pub finding: Finding,
+    pub strategy: String,
+    pub pattern_id: Option<String>,
+    pub confidence: Option<f64>,
+    /// Unified diff, secrets redacted.
+    pub diff: String,
+    pub verification: AuditVerification,
+    pub status: String,
+    pub reason: Option<String>,
+    /// RFC 3339, UTC.
+    pub recorded_at: String,
+    pub duration_ms: u64,
+}
+
+/// The verification part of an audit record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditVerification {
+    pub tests: String,
+    pub command: Option<String>,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// The last 40 lines of the command's output, secrets redacted.
+    pub output: String,
 }
 
 /// Formats unix seconds as RFC 3339 in UTC (`2026-11-25T08:53:48Z`).

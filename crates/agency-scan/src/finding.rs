@@ -30,6 +30,16 @@ pub fn defect_group(rule: &str) -> &str {
         .map_or(rule, |group| group[0])
 }
 
+/// The native rule that checks the same defect as a bandit pattern check (B608 string-built
+/// SQL, B308/B703 `mark_safe`, B105-B107 hardcoded passwords) with data flow, if any.
+pub fn native_counterpart(bandit_rule: &str) -> Option<&'static str> {
+    SAME_DEFECT
+        .iter()
+        .find(|group| group[0].starts_with("AGY") && group.contains(&bandit_rule))
+        .filter(|_| bandit_rule.starts_with('B'))
+        .map(|group| group[0])
+}
+
 /// A finding with what the heal engine needs beyond the contract.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScannedFinding {

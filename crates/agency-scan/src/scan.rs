@@ -284,7 +284,8 @@ pub fn scan(settings: &ScanSettings, progress: &(dyn Fn(Progress) + Sync)) -> Re
         }
     }
 
-    let (findings, suppressed, baselined) = filter_and_finalize(settings, raw, &source_map);
+    let (mut findings, suppressed, baselined) = filter_and_finalize(settings, raw, &source_map);
+    let superseded = drop_superseded(settings, &mut findings);
     let report = ScanReport {
         version: SCHEMA_VERSION,
         findings: findings.iter().map(|f| f.finding.clone()).collect(),
@@ -295,6 +296,7 @@ pub fn scan(settings: &ScanSettings, progress: &(dyn Fn(Progress) + Sync)) -> Re
             suppressed,
             baselined,
             cached_files,
+            superseded,
         },
         tools: tool_runs,
         skipped,
@@ -367,6 +369,7 @@ fn scan_log(settings: &ScanSettings, log: &str, files: &[String], started: Insta
             suppressed,
             baselined,
             cached_files: 0,
+            superseded: 0,
         },
         tools: Vec::new(),
         skipped,
@@ -376,6 +379,25 @@ fn scan_log(settings: &ScanSettings, log: &str, files: &[String], started: Insta
         findings,
         notes,
     }
+}
+
+/// Without a bandit configuration, bandit's pattern checks that an enabled native rule checks
+/// with data flow (string-built SQL, `mark_safe`, hardcoded passwords) are kept only where the
+/// native rule agrees (the findings merged); elsewhere the native rule looked at the same code
+/// and found the values constant, escaped or not secret. Returns how many were dropped.
+fn drop_superseded(settings: &ScanSettings, findings: &mut Vec<ScannedFinding>) -> u64 {
+    if crate::tools::bandit::configured(&settings.root) {
+        return 0;
+    }
+    let before = findings.len();
+    findings.retain(|f| {
+        let superseded = f.finding.tool == "bandit"
+            && finding::native_counterpart(&f.finding.rule)
+                .is_some_and(|native| settings.rule_enabled(native))
+            && !f.finding.sources.iter().any(|s| s.tool == "agency");
+        !superseded
+    });
+    (before - findings.len()) as u64
 }
 
 /// Drops what the selection, suppression comments and the baseline hide, then merges and

@@ -2,7 +2,9 @@
 //! (AGY102). Bindings are collected file-wide, whatever their function scope, which can only
 //! miss an undefined name (a name bound in one function and read in another), never invent
 //! one. The exception is a class body: its names are attributes, invisible to the functions
-//! of the module, so `json = ...` in a class does not hide a missing `import json`.
+//! of the module, so `json = ...` in a class does not hide a missing `import json` elsewhere;
+//! they are visible to the later statements of that class body itself (`delete.alters_data =
+//! True` after `def delete`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -56,13 +58,28 @@ struct Collector {
     star_import: bool,
     /// Directly in a class body (not in one of its methods).
     in_class_body: bool,
+    /// The names bound so far in each enclosing class body, innermost last.
+    class_scopes: Vec<HashSet<String>>,
 }
 
 impl Collector {
     fn bind(&mut self, name: &str) {
-        if !self.in_class_body && !self.bound.contains(name) {
+        if self.in_class_body {
+            if let Some(scope) = self.class_scopes.last_mut() {
+                scope.insert(name.to_string());
+            }
+        } else if !self.bound.contains(name) {
             self.bound.insert(name.to_string());
         }
+    }
+
+    /// A read directly in a class body of a name that class body already bound.
+    fn bound_in_class(&self, name: &str) -> bool {
+        self.in_class_body
+            && self
+                .class_scopes
+                .last()
+                .is_some_and(|scope| scope.contains(name))
     }
 }
 
@@ -79,7 +96,9 @@ impl<'a> Visitor<'a> for Collector {
             Stmt::ClassDef(class) => {
                 self.bind(class.name.as_str());
                 let outer = std::mem::replace(&mut self.in_class_body, true);
+                self.class_scopes.push(HashSet::new());
                 visitor::walk_stmt(self, stmt);
+                self.class_scopes.pop();
                 self.in_class_body = outer;
                 return;
             }
@@ -126,7 +145,7 @@ impl<'a> Visitor<'a> for Collector {
             match name.ctx {
                 ExprContext::Load => {
                     let id = name.id.as_str();
-                    if !self.first_load.contains_key(id) {
+                    if !self.first_load.contains_key(id) && !self.bound_in_class(id) {
                         self.first_load.insert(
                             id.to_string(),
                             (name.range.start().into(), name.range.end().into()),
@@ -217,6 +236,18 @@ match cmd:
 print(w, q, undefined_thing)
 ";
         assert_eq!(unbound(src), ["np", "json", "cmd", "undefined_thing"]);
+        // A class body sees its own earlier names; functions and the module do not.
+        let class_body = "\
+class Q:
+    def delete(self):
+        pass
+    delete.alters_data = True
+    json = property(lambda self: 1)
+    geojson = json
+    def method(self):
+        return json.dumps(geojson)
+";
+        assert_eq!(unbound(class_body), ["json", "geojson"]);
         assert!(unbound("from m import *\nprint(np)\n").is_empty());
     }
 }

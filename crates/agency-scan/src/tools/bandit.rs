@@ -95,10 +95,27 @@ fn cache_key(request: &ToolRequest) -> String {
 }
 
 fn config_file(request: &ToolRequest) -> Option<std::path::PathBuf> {
+    config_path(request.root)
+}
+
+/// bandit's configuration in the repository: one of its own files, else `pyproject.toml` when
+/// it has a `[tool.bandit]` table (bandit reads it only when given with `-c`).
+fn config_path(root: &std::path::Path) -> Option<std::path::PathBuf> {
     CONFIG_FILES
         .iter()
-        .map(|f| request.root.join(f))
+        .map(|f| root.join(f))
         .find(|p| p.is_file())
+        .or_else(|| {
+            let pyproject = root.join("pyproject.toml");
+            std::fs::read_to_string(&pyproject)
+                .is_ok_and(|text| text.contains("[tool.bandit"))
+                .then_some(pyproject)
+        })
+}
+
+/// The repository configures bandit (then its configuration decides what is reported).
+pub fn configured(root: &std::path::Path) -> bool {
+    config_path(root).is_some()
 }
 
 pub(crate) fn run(request: &ToolRequest, started: Instant) -> ToolOutcome {
