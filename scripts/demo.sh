@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: installs what agency needs (idempotently, into .agency-home/ inside the clone),
 # scans the bundled demo repository (ruff, mypy, bandit and agency's own rules) and a runtime
-# log from it, then loads the curated seed pattern library into a fresh demo store and looks a
+# log from it, heals what it safely can (in a temporary copy), then loads the curated seed pattern library into a fresh demo store and looks a
 # few errors up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,10 @@ scan() {
 }
 scan heal --scan
 scan heal --scan --from-log "$log"
+# Heal the copy: each fix is verified in a private copy with the project's tests, then kept.
+scan heal --yes
+printf '\n$ git diff --stat   # what the heal changed in the demo repository\n'
+git -C "$work/shop" diff --stat
 
 store="$AGENCY_HOME/demo-store"
 rm -rf "$store"

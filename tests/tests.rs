@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod docs;
 mod durability;
+mod heal;
 mod scan;
 mod service;
 mod util;

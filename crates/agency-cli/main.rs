@@ -66,7 +66,9 @@ enum Command {
     Patterns(patterns::PatternsCommand),
     /// Serve the pattern API over HTTP (docs/api.md).
     Serve(serve::ServeArgs),
-    /// Find problems (`--scan`): ruff, mypy, bandit and agency's own analyzers.
+    /// Find problems (ruff, mypy, bandit and agency's own analyzers) and fix them: each fix is
+    /// verified with the project's tests in a private copy before it touches your files
+    /// (`--scan`: detect only; `--dry-run`: show the fixes).
     Heal(heal::HealArgs),
     /// Record today's findings so that scans report only new ones.
     #[command(subcommand)]

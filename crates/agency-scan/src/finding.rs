@@ -40,6 +40,15 @@ pub fn native_counterpart(bandit_rule: &str) -> Option<&'static str> {
         .map(|group| group[0])
 }
 
+/// A hardcoded secret's line and message with every quoted literal replaced, so that the
+/// secret does not travel on in reports (JSON, SARIF uploads, logs): `"<redacted>"`.
+pub fn redact_quoted(text: &str) -> String {
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).expect("a valid regex")
+    });
+    QUOTED.replace_all(text, "\"<redacted>\"").into_owned()
+}
+
 /// A finding with what the heal engine needs beyond the contract.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScannedFinding {
@@ -137,10 +146,18 @@ pub fn finalize(
                     column: primary.column,
                     end_line: primary.end_line.max(line),
                     end_column: primary.end_column,
-                    message: primary.message.clone(),
+                    message: if group == "AGY203" {
+                        redact_quoted(&primary.message)
+                    } else {
+                        primary.message.clone()
+                    },
                     fix,
                     sources,
-                    snippet: text,
+                    snippet: if group == "AGY203" {
+                        redact_quoted(&text)
+                    } else {
+                        text
+                    },
                     impact_pct: bucket.iter().find_map(|m| m.impact_pct),
                 },
                 tool_fix,
@@ -280,6 +297,23 @@ mod tests {
             })
             .collect();
         assert_eq!(summary, [(2, "E501", 1), (3, "AGY201", 2), (7, "B608", 1)]);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_snippets_and_messages() {
+        assert_eq!(
+            redact_quoted(r#"KEY = "AKIAIOSFODNN7EXAMPL3"  # 'x'"#),
+            r#"KEY = "<redacted>"  # "<redacted>""#
+        );
+        let lines = |_: &str, _: u32| Some(r#"password = "hunter2hunter2""#.to_string());
+        let mut bandit = raw("bandit", "B105", 1, Category::Security);
+        bandit.message = "Possible hardcoded password: 'hunter2hunter2'".into();
+        let out = finalize(vec![bandit], &lines);
+        assert_eq!(out[0].finding.snippet, r#"password = "<redacted>""#);
+        assert_eq!(
+            out[0].finding.message,
+            r#"Possible hardcoded password: "<redacted>""#
+        );
     }
 
     #[test]

@@ -1,0 +1,411 @@
+//! The heal engine: takes a scan's findings, produces a fix for each one it can (for now, the
+//! edits ruff proposes), applies and verifies every fix in a private copy of the working tree,
+//! and writes a verified fix to the user's tree only when the file still has the bytes it had
+//! when the run started. Every attempt is recorded in the repository's audit trail.
+//!
+//! The order of a run: [`start`] (copy the tree, run the suite once on the untouched copy) →
+//! [`attempt_all`] (one fix at a time: apply in the copy, verify, keep in the copy or restore)
+//! → [`apply::apply`] (write the verified files to the user's tree) → [`audit::write`].
+//! [`propose`] is the dry run: the fixes as diffs, nothing written anywhere.
+
+pub mod apply;
+pub mod audit;
+pub mod diff;
+pub mod strategy;
+pub mod verify;
+pub mod workspace;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use agency_core::contract::{Finding, Priority};
+use agency_scan::ScanSettings;
+use agency_scan::finding::ScannedFinding;
+
+pub use strategy::Strategy;
+pub use verify::{SuiteRun, VerifyCommand};
+pub use workspace::Workspace;
+
+/// Everything that can stop a heal run. A fix that fails verification is an outcome, not an
+/// error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot copy the working tree to {}", path.display())]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list the repository's files with git in {}: {message}", root.display())]
+    Git { root: PathBuf, message: String },
+    #[error(
+        "cannot run the verify command `{command}`: set `[verify] command` in agency.toml, or run agency setup for the pinned pytest"
+    )]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("invalid verify command `{command}`: {message}; fix `[verify] command` in agency.toml")]
+    Command { command: String, message: String },
+    #[error(
+        "the test suite already fails before any fix ({failures}); --require-green refuses to heal: fix the tests first, or run without --require-green to accept only fixes that add no failure"
+    )]
+    NotGreen { failures: String },
+    #[error("cannot write the audit record {}", path.display())]
+    Audit {
+        path: PathBuf,
+        source: agency_fs::Error,
+    },
+    #[error(transparent)]
+    Scan(#[from] agency_scan::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A resolved heal configuration.
+#[derive(Debug, Clone)]
+pub struct HealSettings {
+    /// The settings of the scan that produced the findings (its root is the user's
+    /// repository). Verification re-scans the touched files with the same tools.
+    pub scan: ScanSettings,
+    /// `None`: the repository has no tests and no configured command; tests are `skipped`.
+    pub verify: Option<VerifyCommand>,
+    /// Apply ruff's `unsafe` fixes too.
+    pub unsafe_fixes: bool,
+    /// Refuse to heal when the suite fails before any fix.
+    pub require_green: bool,
+}
+
+/// Where a heal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Passed verification in the copy; not written to the user's tree yet. [`apply::apply`]
+    /// turns it into `Healed` or `Skipped` (conflict); a declined run turns it into `Skipped`.
+    Verified,
+    Healed,
+    RolledBack,
+    Flagged,
+    Skipped,
+    Failed,
+}
+
+impl Status {
+    /// The contract's spelling. `Verified` never reaches a report: it is resolved first.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Verified => "verified",
+            Status::Healed => "healed",
+            Status::RolledBack => "rolled_back",
+            Status::Flagged => "flagged",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// Whether the verify command ran and how it ended, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tests {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl Tests {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tests::Passed => "passed",
+            Tests::Failed => "failed",
+            Tests::Skipped => "skipped",
+        }
+    }
+}
+
+/// What verification found for one fix.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub tests: Tests,
+    /// The suite run, when the verify command ran.
+    pub suite: Option<SuiteRun>,
+    /// Verification time: parse, re-scan and suite.
+    pub duration_ms: u64,
+}
+
+impl Verification {
+    fn skipped() -> Self {
+        Verification {
+            tests: Tests::Skipped,
+            suite: None,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// One finding's way through the engine.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub finding: Finding,
+    /// `None`: no fix was tried.
+    pub strategy: Option<Strategy>,
+    pub status: Status,
+    /// Why a heal was flagged, skipped, rolled back or failed (or how it was healed).
+    pub reason: Option<String>,
+    /// The fix as a unified diff against the file before it (empty without a fix).
+    pub diff: String,
+    pub verification: Verification,
+    /// The file the fix changes, relative to the root.
+    pub file: Option<String>,
+    /// The index of an earlier attempt whose fix also removed this finding; this one's final
+    /// status follows that one's.
+    pub fixed_by: Option<usize>,
+    /// Wall time of the whole attempt.
+    pub duration_ms: u64,
+}
+
+impl Attempt {
+    fn without_fix(finding: &Finding, status: Status, reason: String) -> Self {
+        Attempt {
+            finding: finding.clone(),
+            strategy: None,
+            status,
+            reason: Some(reason),
+            diff: String::new(),
+            verification: Verification::skipped(),
+            file: None,
+            fixed_by: None,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// Progress of a run, for the CLI to draw.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The private copy is ready.
+    Copied { files: usize },
+    /// The suite runs on the untouched copy.
+    Baseline,
+    /// Fix `index` of `total` is being tried.
+    Attempt {
+        index: usize,
+        total: usize,
+        rule: String,
+        file: String,
+        line: u32,
+    },
+    /// The verify command runs for the current fix.
+    Suite,
+}
+
+/// A run in progress: the private copy and the suite's state before any fix.
+#[derive(Debug)]
+pub struct Session {
+    pub workspace: Workspace,
+    /// The suite on the untouched copy (`None` without a verify command).
+    pub baseline: Option<SuiteRun>,
+    /// The command actually used to verify (the detected default loses `-x` when the suite
+    /// already fails, so that every failing test is known).
+    pub verify: Option<VerifyCommand>,
+    /// What the user should know (e.g. the suite already fails).
+    pub notes: Vec<String>,
+    /// Suite runs so far, the baseline included.
+    pub suite_runs: usize,
+    /// The verified text of each file with a kept fix: what [`apply::apply`] writes. Kept here,
+    /// not read back from the copy, where a test could have changed the file.
+    pub(crate) fixed: BTreeMap<String, String>,
+}
+
+/// Copies the working tree and runs the suite once on the untouched copy.
+pub fn start(settings: &HealSettings, progress: &dyn Fn(Progress)) -> Result<Session> {
+    let workspace = Workspace::create(&settings.scan.root)?;
+    progress(Progress::Copied {
+        files: workspace.len(),
+    });
+    let mut session = Session {
+        workspace,
+        baseline: None,
+        verify: settings.verify.clone(),
+        notes: Vec::new(),
+        suite_runs: 0,
+        fixed: BTreeMap::new(),
+    };
+    let Some(command) = settings.verify.clone() else {
+        return Ok(session);
+    };
+    progress(Progress::Baseline);
+    let mut run = verify::run_suite(&command, session.workspace.root())?;
+    session.suite_runs += 1;
+    if !run.passed() {
+        if settings.require_green {
+            return Err(Error::NotGreen {
+                failures: run.describe_failures(),
+            });
+        }
+        if let Some(full) = command.without_exit_first() {
+            // `-x` stops at the first failure; the full list is the yardstick for every fix.
+            progress(Progress::Baseline);
+            run = verify::run_suite(&full, session.workspace.root())?;
+            session.suite_runs += 1;
+            session.verify = Some(full);
+        }
+        session.notes.push(format!(
+            "the test suite already fails before any fix ({}); only fixes that add no failing test are kept",
+            run.describe_failures()
+        ));
+    }
+    session.baseline = Some(run);
+    Ok(session)
+}
+
+/// Tries every finding, one at a time, in the private copy. Verified fixes stay in the copy
+/// (later fixes build on them); failed ones are restored there. Nothing is written to the
+/// user's tree.
+pub fn attempt_all(
+    session: &mut Session,
+    settings: &HealSettings,
+    findings: &[ScannedFinding],
+    progress: &dyn Fn(Progress),
+) -> Vec<Attempt> {
+    let mut attempts: Vec<Attempt> = Vec::with_capacity(findings.len());
+    // The current findings of each touched file in the copy, from a scan of that file alone
+    // (the yardstick a re-scan after a fix is compared with), and their fresh fixes.
+    let mut current: HashMap<String, Vec<ScannedFinding>> = HashMap::new();
+    let mut fixed_by: HashMap<String, usize> = HashMap::new();
+    // Ids hash a line's text: when a kept fix rewrites a line, the other findings on it get
+    // new ids. Original id → id in the copy now.
+    let mut alias: HashMap<String, String> = HashMap::new();
+    let total = findings.len();
+    for (index, scanned) in findings.iter().enumerate() {
+        let finding = &scanned.finding;
+        let started = Instant::now();
+        if let Some(&by) = fixed_by.get(&finding.id) {
+            let earlier = &attempts[by].finding;
+            let mut attempt = Attempt::without_fix(
+                finding,
+                Status::Verified,
+                format!(
+                    "removed by the fix of {} at {}:{}",
+                    earlier.rule, earlier.file, earlier.line
+                ),
+            );
+            attempt.strategy = attempts[by].strategy;
+            attempt.file = Some(finding.file.clone());
+            attempt.fixed_by = Some(by);
+            attempts.push(attempt);
+            continue;
+        }
+        let decision = strategy::choose(scanned, settings.unsafe_fixes);
+        let strategy::Decision::Fix(strategy) = decision else {
+            attempts.push(decision.into_attempt(finding));
+            continue;
+        };
+        progress(Progress::Attempt {
+            index: index + 1,
+            total,
+            rule: finding.rule.clone(),
+            file: finding.file.clone(),
+            line: finding.line,
+        });
+        let current_id = alias.get(&finding.id).unwrap_or(&finding.id).clone();
+        let (mut attempt, yardstick) = verify::attempt(
+            session,
+            settings,
+            scanned,
+            &current_id,
+            strategy,
+            &mut current,
+            progress,
+        );
+        if attempt.status == Status::Verified
+            && let Some(after) = current.get(&finding.file)
+        {
+            follow(
+                &findings[index + 1..],
+                &finding.file,
+                &yardstick,
+                after,
+                index,
+                &mut alias,
+                &mut fixed_by,
+            );
+        }
+        attempt.duration_ms = started.elapsed().as_millis() as u64;
+        attempts.push(attempt);
+    }
+    attempts
+}
+
+/// After a kept fix in `file`, the later findings of the run in that file that the scan of the
+/// file before the fix reported: one whose id is still reported is unchanged; one whose id
+/// vanished but whose (rule, message) shows up under a new id moved (its line was rewritten)
+/// and is followed under that id; any other was removed by the fix (`fixed_by`).
+fn follow(
+    later: &[ScannedFinding],
+    file: &str,
+    before: &[ScannedFinding],
+    after: &[ScannedFinding],
+    index: usize,
+    alias: &mut HashMap<String, String>,
+    fixed_by: &mut HashMap<String, usize>,
+) {
+    let before_ids: HashSet<&str> = before.iter().map(|f| f.finding.id.as_str()).collect();
+    let after_ids: HashSet<&str> = after.iter().map(|f| f.finding.id.as_str()).collect();
+    let mut claimed: HashSet<&str> = HashSet::new();
+    for f in later.iter().map(|s| &s.finding).filter(|f| f.file == file) {
+        let id = alias.get(&f.id).unwrap_or(&f.id);
+        // Unchanged, or never seen by a scan of this file alone (its own turn says so).
+        if after_ids.contains(id.as_str()) || !before_ids.contains(id.as_str()) {
+            continue;
+        }
+        let moved = after.iter().map(|a| &a.finding).find(|a| {
+            !before_ids.contains(a.id.as_str())
+                && !claimed.contains(a.id.as_str())
+                && a.rule == f.rule
+                && a.message == f.message
+        });
+        match moved {
+            Some(a) => {
+                claimed.insert(a.id.as_str());
+                alias.insert(f.id.clone(), a.id.clone());
+            }
+            None => {
+                fixed_by.insert(f.id.clone(), index);
+            }
+        }
+    }
+}
+
+/// The dry run: every fix that would be tried, as a diff against the file as it is now, with
+/// no copy, no verification and nothing written.
+pub fn propose(settings: &HealSettings, findings: &[ScannedFinding]) -> Vec<Attempt> {
+    findings
+        .iter()
+        .map(|scanned| {
+            let finding = &scanned.finding;
+            match strategy::choose(scanned, settings.unsafe_fixes) {
+                strategy::Decision::Fix(strategy) => {
+                    strategy::preview(&settings.scan.root, scanned, strategy)
+                }
+                other => other.into_attempt(finding),
+            }
+        })
+        .collect()
+}
+
+/// The findings that remain after the run: every finding whose heal did not end `healed`.
+pub fn remaining(attempts: &[Attempt]) -> impl Iterator<Item = &Finding> + '_ {
+    attempts
+        .iter()
+        .filter(|a| a.status != Status::Healed)
+        .map(|a| &a.finding)
+}
+
+/// True when a finding at or above `fail_on` remains.
+pub fn fails(attempts: &[Attempt], fail_on: Priority) -> bool {
+    remaining(attempts).any(|f| f.priority <= fail_on)
+}
