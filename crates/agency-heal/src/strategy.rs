@@ -48,6 +48,10 @@ impl Decision {
     }
 }
 
+/// A performance change estimated to save more than this share of the work is for a human to
+/// approve: it changes what the code does at scale.
+pub const APPROVAL_IMPACT_PCT: u32 = 10;
+
 /// Picks the strategy for a finding.
 pub fn choose(scanned: &ScannedFinding, unsafe_fixes: bool) -> Decision {
     let finding = &scanned.finding;
@@ -60,6 +64,13 @@ pub fn choose(scanned: &ScannedFinding, unsafe_fixes: bool) -> Decision {
         return Decision::Flag(
             "a high-severity security finding needs a human's approval, and approvals are not available in this build".into(),
         );
+    }
+    if finding.category == "performance"
+        && let Some(impact) = finding.impact_pct.filter(|&pct| pct > APPROVAL_IMPACT_PCT)
+    {
+        return Decision::Flag(format!(
+            "a performance change estimated at {impact}% of the work needs a human's approval (over {APPROVAL_IMPACT_PCT}%), and approvals are not available in this build"
+        ));
     }
     let Some(fix) = scanned.tool_fix.as_ref().filter(|f| !f.edits.is_empty()) else {
         return Decision::Flag("no automatic fix is known for this finding".into());
@@ -214,6 +225,64 @@ mod tests {
             start,
             end,
         }
+    }
+
+    use agency_core::contract::Priority;
+
+    fn scanned(category: &str, severity: Severity, impact: Option<u32>) -> ScannedFinding {
+        ScannedFinding {
+            finding: Finding {
+                id: "0".into(),
+                category: category.into(),
+                rule: "R".into(),
+                tool: "agency".into(),
+                priority: Priority::P2,
+                severity,
+                file: "a.py".into(),
+                line: 1,
+                column: 1,
+                end_line: 1,
+                end_column: 2,
+                message: "m".into(),
+                fix: agency_core::contract::FixAvailability {
+                    available: true,
+                    approval_required: false,
+                },
+                sources: Vec::new(),
+                snippet: String::new(),
+                impact_pct: impact,
+            },
+            tool_fix: Some(ToolFix {
+                applicability: "safe".into(),
+                message: None,
+                edits: vec![edit("y", (1, 1), (1, 2))],
+            }),
+        }
+    }
+
+    #[test]
+    fn risky_findings_wait_for_a_human_and_the_rest_follow_the_fix() {
+        let flagged = |d: Decision| matches!(d, Decision::Flag(_));
+        assert!(flagged(choose(
+            &scanned("logic", Severity::Medium, None),
+            true
+        )));
+        assert!(flagged(choose(
+            &scanned("security", Severity::High, None),
+            true
+        )));
+        assert!(flagged(choose(
+            &scanned("performance", Severity::Medium, Some(50)),
+            true
+        )));
+        assert_eq!(
+            choose(&scanned("performance", Severity::Medium, Some(10)), false),
+            Decision::Fix(Strategy::Rule)
+        );
+        assert_eq!(
+            choose(&scanned("security", Severity::Medium, None), false),
+            Decision::Fix(Strategy::Rule)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::native::imports::ModuleImports;
 use crate::native::names::UnboundName;
 
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// A native diagnostic with its position resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -359,6 +359,19 @@ pub fn missing_imports(fact: &FileFacts, top_level: &[String]) -> Vec<RawFinding
         .iter()
         .filter_map(|u| {
             let import = names_table::import_for(&u.name, top_level)?;
+            // Insert the import after the module's leading imports. A name nothing binds
+            // fails with NameError wherever it runs, so adding the import cannot break a path
+            // that works today: the fix is safe (and still verified by the heal engine).
+            let line = fact.imports.insert_line.max(1);
+            let fix = crate::tools::ToolFix {
+                applicability: "safe".to_string(),
+                message: Some(format!("add `{import}`")),
+                edits: vec![crate::tools::ToolEdit {
+                    content: format!("{import}\n"),
+                    start: (line, 1),
+                    end: (line, 1),
+                }],
+            };
             Some(RawFinding {
                 tool: "agency",
                 rule: "AGY102".to_string(),
@@ -370,7 +383,7 @@ pub fn missing_imports(fact: &FileFacts, top_level: &[String]) -> Vec<RawFinding
                 end_line: u.line,
                 end_column: u.column + (u.end - u.start),
                 message: format!("`{}` is used but never imported; add `{import}`", u.name),
-                fix: None,
+                fix: Some(fix),
                 impact_pct: None,
                 related_line: None,
             })
@@ -487,5 +500,41 @@ mod fixture_tests {
     #[test]
     fn agy102_missing_import() {
         check_dir("AGY102");
+    }
+
+    #[test]
+    fn a_missing_import_comes_with_a_safe_fix_after_the_leading_imports() {
+        let imports = crate::native::imports::ModuleImports {
+            insert_line: 4,
+            ..crate::native::imports::ModuleImports::default()
+        };
+        let unbound = [crate::native::names::UnboundName {
+            name: "json".into(),
+            start: 40,
+            end: 44,
+            line: 9,
+            column: 12,
+        }];
+        let fact = crate::project::FileFacts {
+            file: "shop/util.py",
+            imports: &imports,
+            unbound: &unbound,
+        };
+        let found = crate::project::missing_imports(&fact, &[]);
+        let fix = found[0].fix.as_ref().unwrap();
+        assert_eq!(fix.applicability, "safe");
+        assert_eq!(fix.edits.len(), 1);
+        assert_eq!(fix.edits[0].content, "import json\n");
+        assert_eq!((fix.edits[0].start, fix.edits[0].end), ((4, 1), (4, 1)));
+        // A name that resolves to nothing known gets no finding, so no guess at an import.
+        let unknown = [crate::native::names::UnboundName {
+            name: "frobnicate".into(),
+            ..unbound[0].clone()
+        }];
+        let fact = crate::project::FileFacts {
+            unbound: &unknown,
+            ..fact
+        };
+        assert!(crate::project::missing_imports(&fact, &[]).is_empty());
     }
 }

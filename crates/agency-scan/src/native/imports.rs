@@ -4,6 +4,7 @@
 //! and ordinary `if` blocks do.
 
 use ruff_python_ast::{self as ast, Expr, ModModule, Stmt};
+use ruff_text_size::Ranged;
 use ruff_text_size::TextRange;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,26 @@ pub struct ModuleImports {
     pub imports: Vec<Import>,
     /// The module has a `from m import *` somewhere (its bound names are unknown).
     pub star_import: bool,
+    /// Where a new import goes: the 1-based line after the last import at the top of the
+    /// module, else after its docstring, else 1 (filled in by `analyze_source`).
+    #[serde(default)]
+    pub insert_line: u32,
+}
+
+/// The byte offset where a new top-level import goes: the end of the leading run of the
+/// module's docstring and import statements (`from __future__` included).
+pub fn insert_offset(module: &ModModule) -> u32 {
+    let mut end = 0u32;
+    for (i, stmt) in module.body.iter().enumerate() {
+        let is_docstring = i == 0
+            && matches!(stmt, Stmt::Expr(e) if matches!(e.value.as_ref(), Expr::StringLiteral(_)));
+        if is_docstring || matches!(stmt, Stmt::Import(_) | Stmt::ImportFrom(_)) {
+            end = stmt.range().end().into();
+        } else {
+            break;
+        }
+    }
+    end
 }
 
 /// Collects the import-time imports of a module.
@@ -191,5 +212,21 @@ except ImportError:
         assert_eq!(got[2], (String::new(), 1, vec!["sibling".to_string()]));
         assert_eq!(got[3].1, 2);
         assert_eq!(got[3].2, ["x", "z"]);
+    }
+
+    #[test]
+    fn new_imports_go_after_the_leading_docstring_and_imports() {
+        let line = |src: &str| {
+            crate::native::analyze_source("m.py", src, &|_| false)
+                .imports
+                .insert_line
+        };
+        assert_eq!(
+            line("\"\"\"Doc.\"\"\"\nimport os\nfrom x import (\n    a,\n)\n\nprint(os, a)\n"),
+            6
+        );
+        assert_eq!(line("\"\"\"Doc.\"\"\"\n\nx = 1\n"), 2);
+        assert_eq!(line("x = 1\nimport os\n"), 1);
+        assert_eq!(line(""), 1);
     }
 }

@@ -164,6 +164,12 @@ pub fn analyze_source(path: &str, source: &str, enabled: &dyn Fn(&str) -> bool) 
     for import in &mut imports.imports {
         (import.line, import.column) = locate(import.start);
     }
+    let insert_at = imports::insert_offset(parsed.syntax());
+    imports.insert_line = if insert_at == 0 {
+        1
+    } else {
+        locate(insert_at).0 + 1
+    };
     let mut unbound = names::unbound_names(parsed.syntax());
     for name in &mut unbound {
         (name.line, name.column) = locate(name.start);
