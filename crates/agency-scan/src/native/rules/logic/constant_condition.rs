@@ -127,7 +127,9 @@ impl ConditionFinder<'_, '_> {
                 // `[1] in [1]` is not).
                 _ => return,
             };
-            let nan = if *op == CmpOp::Eq {
+            // IEEE comparisons with NaN are false, so `==`, `<=` and `>=` of a value with
+            // itself are true except for NaN.
+            let nan = if matches!(op, CmpOp::Eq | CmpOp::LtE | CmpOp::GtE) {
                 " (false only for NaN: use `math.isnan` if that is the intent)"
             } else {
                 ""
