@@ -336,3 +336,135 @@ fn the_audit_trail_redacts_secrets() {
         assert!(!text.contains("AKIA"), "{text}");
     }
 }
+
+/// The heals' (file, line, rule, status), sorted.
+fn statuses(doc: &Value) -> Vec<(String, u64, String, String)> {
+    let mut out: Vec<_> = doc["heals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["finding"]["file"].as_str().unwrap().to_string(),
+                h["finding"]["line"].as_u64().unwrap(),
+                h["finding"]["rule"].as_str().unwrap().to_string(),
+                h["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn batching_verifies_many_fixes_with_fewer_suite_runs_and_the_same_outcome() {
+    // Twelve F401 fixes; the one in shop/app.py breaks tests/test_app.py.
+    let batched = git_fixture("fixtures/heal-batch");
+    let single = git_fixture("fixtures/heal-batch");
+    let (code, doc_batched, stderr) = heal_json(batched.path(), &["--yes", "--tools", "ruff"]);
+    assert_eq!(code, 1, "{doc_batched:#}\n{stderr}");
+    let (code, doc_single, stderr) =
+        heal_json(single.path(), &["--yes", "--tools", "ruff", "--no-batch"]);
+    assert_eq!(code, 1, "{doc_single:#}\n{stderr}");
+
+    let outcome = statuses(&doc_batched);
+    assert_eq!(outcome, statuses(&doc_single));
+    let rolled_back: Vec<_> = outcome.iter().filter(|h| h.3 == "rolled_back").collect();
+    assert_eq!(
+        rolled_back,
+        [&(
+            "shop/app.py".to_string(),
+            3,
+            "F401".to_string(),
+            "rolled_back".to_string()
+        )]
+    );
+    assert_eq!(
+        outcome.iter().filter(|h| h.3 == "healed").count(),
+        11,
+        "{outcome:?}"
+    );
+    let app = heal_of(&doc_batched, "shop/app.py");
+    assert!(
+        app["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tests/test_app.py::test_discount_is_registered"),
+        "{app:#}"
+    );
+    assert_eq!(user_files(batched.path()), user_files(single.path()));
+
+    let runs_batched = doc_batched["summary"]["suite_runs"].as_u64().unwrap();
+    let runs_single = doc_single["summary"]["suite_runs"].as_u64().unwrap();
+    // Without batching: the run before any fix, then one per fix.
+    assert_eq!(runs_single, 13);
+    assert!(
+        runs_batched < runs_single,
+        "suite runs: {runs_batched} batched, {runs_single} one per fix"
+    );
+
+    // The audit trail says how many fixes the verifying run covered.
+    let records = audit_records(batched.path());
+    let sizes: Vec<u64> = records
+        .iter()
+        .filter(|r| r["status"] == "healed")
+        .map(|r| r["verification"]["batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), 11);
+    assert!(sizes.iter().any(|&n| n > 1), "{sizes:?}");
+    let rolled = records
+        .iter()
+        .find(|r| r["status"] == "rolled_back")
+        .unwrap();
+    assert!(
+        rolled["verification"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("FAILED tests/test_app.py::test_discount_is_registered"),
+        "{rolled:#}"
+    );
+    for record in audit_records(single.path()) {
+        assert_eq!(record["verification"]["batch"], 1, "{record:#}");
+    }
+}
+
+#[test]
+fn a_fix_made_on_top_of_a_breaking_one_is_rolled_back_with_it_when_batched() {
+    let repo = git_fixture("fixtures/heal");
+    let root = repo.path();
+    // Two F401s in shop/app.py: the first fix breaks test_app; the second one's edits are
+    // computed on the text without the first import.
+    std::fs::write(
+        root.join("shop/app.py"),
+        "\"\"\"The application: importing it loads every handler.\"\"\"\n\nimport shop.discounts\nimport os\n\n\ndef handler_names() -> list[str]:\n    \"\"\"The names of the registered handlers.\"\"\"\n    from shop.registry import HANDLERS\n\n    return sorted(HANDLERS)\n",
+    )
+    .unwrap();
+    git(root, &["commit", "-q", "-am", "one more unused import"]);
+    let before = std::fs::read(root.join("shop/app.py")).unwrap();
+    let (code, doc, stderr) = heal_json(root, &["--yes", "--tools", "ruff"]);
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let app: Vec<&Value> = doc["heals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["finding"]["file"] == "shop/app.py")
+        .collect();
+    assert_eq!(app.len(), 2, "{doc:#}");
+    for heal in &app {
+        assert_eq!(heal["status"], "rolled_back", "{heal:#}");
+    }
+    let os = app.iter().find(|h| h["finding"]["line"] == 4).unwrap();
+    assert!(
+        os["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("built on a fix that broke the tests (F401 at shop/app.py:3)"),
+        "{os:#}"
+    );
+    assert_eq!(heal_of(&doc, "shop/cart.py")["status"], "healed");
+    assert_eq!(std::fs::read(root.join("shop/app.py")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(root.join("shop/cart.py")).unwrap(),
+        CART_HEALED
+    );
+}

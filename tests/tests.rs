@@ -6,6 +6,7 @@ mod client;
 mod docs;
 mod durability;
 mod heal;
+mod healing;
 mod scan;
 mod service;
 mod util;

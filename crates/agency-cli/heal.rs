@@ -69,6 +69,10 @@ pub struct HealArgs {
     /// Refuse to heal when the test suite already fails before any fix.
     #[arg(long, conflicts_with = "scan")]
     require_green: bool,
+    /// Run the tests once per fix instead of once for all the fixes that pass their cheap
+    /// checks (parse, re-scan) with a bisection when that run fails.
+    #[arg(long, conflicts_with = "scan")]
+    no_batch: bool,
     /// Files or directories to scan (default: the whole repository).
     paths: Vec<PathBuf>,
 }
@@ -125,6 +129,7 @@ fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs 
         yes: false,
         unsafe_fixes: false,
         require_green: false,
+        no_batch: false,
         paths,
     }
 }
@@ -553,6 +558,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         verify,
         unsafe_fixes: args.unsafe_fixes,
         require_green: args.require_green,
+        batch: !args.no_batch,
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let preview = args.dry_run || (!args.yes && !interactive);
@@ -593,10 +599,14 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         });
     }
 
+    // The emergency stop: refuse while healing is stopped; once running, a stop kills the
+    // tests, lets a write in progress finish and ends the process (healing.rs).
+    let watch = crate::healing::RunWatch::start(home, &root)?;
     let plain = output::plain_progress();
     let progress = |event: agency_heal::Progress| {
         let line = match event {
-            agency_heal::Progress::Copied { files } => {
+            agency_heal::Progress::Copied { files, dir } => {
+                watch.set_copy(&dir);
                 format!("agency: copied {files} files to a private workspace")
             }
             agency_heal::Progress::Baseline => {
@@ -610,6 +620,9 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
                 line,
             } => format!("agency: [{index}/{total}] fixing {rule} at {file}:{line}"),
             agency_heal::Progress::Suite => "agency:   running the tests".to_string(),
+            agency_heal::Progress::Batch { fixes } => {
+                format!("agency: verifying {fixes} fixes with one test run (bisecting if it fails)")
+            }
         };
         if plain {
             eprintln!("{line}");
@@ -630,6 +643,13 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         .count();
     let confirmed = args.yes || verified == 0 || ask(verified)?;
     if confirmed {
+        let _writing = watch.writing();
+        if let Some(state) = agency_heal::control::Control::new(home).state() {
+            bail!(
+                "healing was stopped by `agency healing stop` ({}); nothing was written",
+                state.reason
+            );
+        }
         agency_heal::apply::apply(&session, &mut attempts);
     } else {
         agency_heal::apply::decline(

@@ -7,6 +7,7 @@
 
 mod config;
 mod heal;
+mod healing;
 mod output;
 mod patterns;
 mod serve;
@@ -76,6 +77,9 @@ enum Command {
     /// Measure agency's own speed (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Emergency stop of all healing on this machine, and its state.
+    #[command(subcommand)]
+    Healing(healing::HealingCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Heal(args) => heal::run(&home, &args),
         Command::Baseline(cmd) => heal::run_baseline(&home, &cmd),
         Command::Bench(BenchCommand::Scan(args)) => heal::run_bench(&home, &args),
+        Command::Healing(cmd) => healing::run(&home, &cmd),
     };
     match result {
         Ok(status) => status.into(),

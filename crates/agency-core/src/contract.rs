@@ -480,6 +480,10 @@ pub struct AuditVerification {
     pub duration_ms: u64,
     /// The last 40 lines of the command's output, secrets redacted.
     pub output: String,
+    /// How many fixes the test run that judged this one covered (1 without batching); absent
+    /// when no test run judged it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub batch: Option<usize>,
 }
 
 /// Formats unix seconds as RFC 3339 in UTC (`2026-11-25T08:53:48Z`).

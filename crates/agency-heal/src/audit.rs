@@ -61,6 +61,7 @@ pub fn write(
                 timed_out: suite.is_some_and(|s| s.timed_out),
                 duration_ms: attempt.verification.duration_ms,
                 output: redact(suite.map_or("", |s| s.tail.as_str())),
+                batch: attempt.verification.batch,
             },
             status: attempt.status.as_str().to_string(),
             reason: attempt.reason.clone(),

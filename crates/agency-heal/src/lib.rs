@@ -4,12 +4,16 @@
 //! when the run started. Every attempt is recorded in the repository's audit trail.
 //!
 //! The order of a run: [`start`] (copy the tree, run the suite once on the untouched copy) →
-//! [`attempt_all`] (one fix at a time: apply in the copy, verify, keep in the copy or restore)
-//! → [`apply::apply`] (write the verified files to the user's tree) → [`audit::write`].
+//! [`attempt_all`] (one fix at a time: apply in the copy, check that it parses and re-scans
+//! clean; then the suite once for all of them, bisecting when it fails ([`batch`]), or once per
+//! fix without batching) → [`apply::apply`] (write the verified files to the user's tree) →
+//! [`audit::write`].
 //! [`propose`] is the dry run: the fixes as diffs, nothing written anywhere.
 
 pub mod apply;
 pub mod audit;
+pub mod batch;
+pub mod control;
 pub mod diff;
 pub mod strategy;
 pub mod verify;
@@ -79,6 +83,9 @@ pub struct HealSettings {
     pub unsafe_fixes: bool,
     /// Refuse to heal when the suite fails before any fix.
     pub require_green: bool,
+    /// Verify the fixes that pass their cheap checks with one suite run, bisecting when it
+    /// fails; `false`: one suite run per fix.
+    pub batch: bool,
 }
 
 /// Where a heal stands.
@@ -134,6 +141,9 @@ pub struct Verification {
     pub suite: Option<SuiteRun>,
     /// Verification time: parse, re-scan and suite.
     pub duration_ms: u64,
+    /// How many fixes the suite run in `suite` verified together (1 without batching); `None`
+    /// when no suite ran for this fix.
+    pub batch: Option<usize>,
 }
 
 impl Verification {
@@ -142,6 +152,7 @@ impl Verification {
             tests: Tests::Skipped,
             suite: None,
             duration_ms: 0,
+            batch: None,
         }
     }
 }
@@ -186,8 +197,8 @@ impl Attempt {
 /// Progress of a run, for the CLI to draw.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// The private copy is ready.
-    Copied { files: usize },
+    /// The private copy is ready in `dir`.
+    Copied { files: usize, dir: PathBuf },
     /// The suite runs on the untouched copy.
     Baseline,
     /// Fix `index` of `total` is being tried.
@@ -198,8 +209,11 @@ pub enum Progress {
         file: String,
         line: u32,
     },
-    /// The verify command runs for the current fix.
+    /// The verify command runs for the current fix, or for a batch or part of one.
     Suite,
+    /// The fixes that passed their cheap checks are verified together (bisected if the suite
+    /// fails).
+    Batch { fixes: usize },
 }
 
 /// A run in progress: the private copy and the suite's state before any fix.
@@ -225,6 +239,7 @@ pub fn start(settings: &HealSettings, progress: &dyn Fn(Progress)) -> Result<Ses
     let workspace = Workspace::create(&settings.scan.root)?;
     progress(Progress::Copied {
         files: workspace.len(),
+        dir: workspace.root().to_path_buf(),
     });
     let mut session = Session {
         workspace,
@@ -262,9 +277,10 @@ pub fn start(settings: &HealSettings, progress: &dyn Fn(Progress)) -> Result<Ses
     Ok(session)
 }
 
-/// Tries every finding, one at a time, in the private copy. Verified fixes stay in the copy
-/// (later fixes build on them); failed ones are restored there. Nothing is written to the
-/// user's tree.
+/// Tries every finding, one at a time, in the private copy. Fixes that pass their cheap checks
+/// stay in the copy (later fixes build on them); failed ones are restored there. The suite then
+/// runs once for all the kept fixes, bisecting to the ones that break it ([`batch::settle`]),
+/// or, without batching, once per fix as it is made. Nothing is written to the user's tree.
 pub fn attempt_all(
     session: &mut Session,
     settings: &HealSettings,
@@ -280,6 +296,8 @@ pub fn attempt_all(
     // new ids. Original id → id in the copy now.
     let mut alias: HashMap<String, String> = HashMap::new();
     let total = findings.len();
+    let batching = settings.batch && session.verify.is_some();
+    let mut pending: Vec<batch::Pending> = Vec::new();
     for (index, scanned) in findings.iter().enumerate() {
         let finding = &scanned.finding;
         let started = Instant::now();
@@ -312,15 +330,27 @@ pub fn attempt_all(
             line: finding.line,
         });
         let current_id = alias.get(&finding.id).unwrap_or(&finding.id).clone();
-        let (mut attempt, yardstick) = verify::attempt(
+        let (mut attempt, yardstick, before) = verify::attempt(
             session,
             settings,
             scanned,
             &current_id,
             strategy,
             &mut current,
+            !batching,
             progress,
         );
+        if batching
+            && let Some(before) = before
+            && let Some(after) = session.fixed.get(&finding.file)
+        {
+            pending.push(batch::Pending {
+                attempt: index,
+                file: finding.file.clone(),
+                before,
+                after: after.clone(),
+            });
+        }
         if attempt.status == Status::Verified
             && let Some(after) = current.get(&finding.file)
         {
@@ -336,6 +366,15 @@ pub fn attempt_all(
         }
         attempt.duration_ms = started.elapsed().as_millis() as u64;
         attempts.push(attempt);
+    }
+    if !pending.is_empty() {
+        let started = Instant::now();
+        batch::settle(session, &mut attempts, &pending, progress);
+        // The batch's suite runs are shared: each fix's wall time gets its share.
+        let share = started.elapsed().as_millis() as u64 / pending.len() as u64;
+        for p in &pending {
+            attempts[p.attempt].duration_ms += share;
+        }
     }
     attempts
 }

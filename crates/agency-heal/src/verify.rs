@@ -438,7 +438,11 @@ fn syntax_errors(rel: &str, text: &str) -> usize {
 
 /// Tries one fix in the copy and verifies it; keeps it in the copy when verified, restores the
 /// file's previous bytes otherwise. `current` holds the findings of each touched file as a
-/// scan of that file alone reports them, updated when a fix is kept.
+/// scan of that file alone reports them, updated when a fix is kept. With `suite` false only
+/// the cheap checks run (parse, re-scan): the suite is left to a batch ([`crate::batch`]).
+/// Returns the attempt, the yardstick scan of the file before the fix, and, when the fix is
+/// kept, the file's text before it.
+#[allow(clippy::too_many_arguments)] // the run's state, passed apart to borrow it apart
 pub(crate) fn attempt(
     session: &mut Session,
     settings: &HealSettings,
@@ -446,8 +450,9 @@ pub(crate) fn attempt(
     current_id: &str,
     strategy: Strategy,
     current: &mut HashMap<String, Vec<ScannedFinding>>,
+    suite: bool,
     progress: &dyn Fn(Progress),
-) -> (Attempt, Vec<ScannedFinding>) {
+) -> (Attempt, Vec<ScannedFinding>, Option<String>) {
     let finding = &scanned.finding;
     let rel = finding.file.clone();
     let mut attempt = Attempt {
@@ -468,7 +473,7 @@ pub(crate) fn attempt(
         attempt.reason = Some(format!(
             "{rel} is not a regular file of the working tree (a symlink or not copied)"
         ));
-        return (attempt, Vec::new());
+        return (attempt, Vec::new(), None);
     }
     // The file's text: as verified so far, else as copied (checked against the snapshot, since
     // the suite run before any fix could have changed the copy).
@@ -479,19 +484,19 @@ pub(crate) fn attempt(
             Ok(bytes) => bytes,
             Err(e) => {
                 attempt.reason = Some(format!("cannot read {rel} in the private copy: {e}"));
-                return (attempt, Vec::new());
+                return (attempt, Vec::new(), None);
             }
         };
         if session.workspace.recorded_hash(&rel) != Some(sha256_hex(&bytes).as_str()) {
             attempt.reason = Some(format!(
                 "the verify command changed {rel} in the private copy; not fixing it"
             ));
-            return (attempt, Vec::new());
+            return (attempt, Vec::new(), None);
         }
         let Ok(text) = String::from_utf8(bytes) else {
             attempt.status = Status::Skipped;
             attempt.reason = Some(format!("{rel} is not UTF-8 text"));
-            return (attempt, Vec::new());
+            return (attempt, Vec::new(), None);
         };
         text
     };
@@ -504,7 +509,7 @@ pub(crate) fn attempt(
             }
             Err(e) => {
                 attempt.reason = Some(format!("cannot re-scan {rel} in the private copy: {e}"));
-                return (attempt, Vec::new());
+                return (attempt, Vec::new(), None);
             }
         }
     }
@@ -519,33 +524,33 @@ pub(crate) fn attempt(
         attempt.reason = Some(format!(
             "a scan of {rel} alone does not report it (it depends on the whole-repository scan)"
         ));
-        return (attempt, yardstick);
+        return (attempt, yardstick, None);
     };
     if let strategy::Decision::Skip(reason) | strategy::Decision::Flag(reason) =
         strategy::choose(&fresh, settings.unsafe_fixes)
     {
         attempt.status = Status::Skipped;
         attempt.reason = Some(reason);
-        return (attempt, yardstick);
+        return (attempt, yardstick, None);
     }
     let after = match strategy::fixed_text(&before, fresh.tool_fix.as_ref()) {
         Ok(after) if after != before => after,
         Ok(_) => {
             attempt.status = Status::Skipped;
             attempt.reason = Some("the fix changes nothing".into());
-            return (attempt, yardstick);
+            return (attempt, yardstick, None);
         }
         Err(e) => {
             attempt.status = Status::Skipped;
             attempt.reason = Some(e.to_string());
-            return (attempt, yardstick);
+            return (attempt, yardstick, None);
         }
     };
     attempt.diff = crate::diff::unified(&rel, &before, &after);
     let verify_started = Instant::now();
     if let Err(e) = std::fs::write(&path, after.as_bytes()) {
         attempt.reason = Some(format!("cannot write {rel} in the private copy: {e}"));
-        return (attempt, yardstick);
+        return (attempt, yardstick, None);
     }
     let verdict = check(
         session,
@@ -555,6 +560,7 @@ pub(crate) fn attempt(
         &after,
         &yardstick,
         &fresh.finding,
+        suite,
         progress,
     );
     attempt.verification.duration_ms = verify_started.elapsed().as_millis() as u64;
@@ -565,10 +571,12 @@ pub(crate) fn attempt(
             } else {
                 Tests::Skipped
             };
+            attempt.verification.batch = suite.as_ref().map(|_| 1);
             attempt.verification.suite = suite;
             attempt.status = Status::Verified;
             current.insert(rel.clone(), rescan);
             session.fixed.insert(rel, after);
+            return (attempt, yardstick, Some(before));
         }
         Check::Rejected {
             reason,
@@ -583,6 +591,7 @@ pub(crate) fn attempt(
                     Tests::Failed
                 };
             }
+            attempt.verification.batch = suite.as_ref().map(|_| 1);
             attempt.verification.suite = suite;
             attempt.status = if failed {
                 Status::Failed
@@ -602,7 +611,7 @@ pub(crate) fn attempt(
             }
         }
     }
-    (attempt, yardstick)
+    (attempt, yardstick, None)
 }
 
 enum Check {
@@ -627,6 +636,7 @@ fn check(
     after: &str,
     yardstick: &[ScannedFinding],
     finding: &agency_core::contract::Finding,
+    suite: bool,
     progress: &dyn Fn(Progress),
 ) -> Check {
     let reject = |reason: String| Check::Rejected {
@@ -671,7 +681,7 @@ fn check(
             new.rule, new.file, new.line, new.message
         ));
     }
-    let Some(command) = session.verify.clone() else {
+    let Some(command) = session.verify.clone().filter(|_| suite) else {
         return Check::Kept {
             rescan,
             suite: None,
