@@ -386,26 +386,7 @@ pub fn loop_changes(lp: Loop<'_>, name: &str) -> bool {
     if loop_binds(lp, name) {
         return true;
     }
-    let mut finder = MutationFinder {
-        name,
-        rooted: false,
-        found: false,
-    };
-    match lp {
-        Loop::For(f) => finder.visit_body(&f.body),
-        Loop::While(w) => {
-            finder.visit_expr(&w.test);
-            finder.visit_body(&w.body);
-        }
-        Loop::Comprehension(generators) => {
-            for generator in generators {
-                for condition in &generator.ifs {
-                    finder.visit_expr(condition);
-                }
-            }
-        }
-    }
-    finder.found
+    mutates(lp, name, false)
 }
 
 fn target_binds(target: &Expr, name: &str) -> bool {
@@ -611,9 +592,14 @@ impl MutationFinder<'_> {
 /// True when the loop mutates in place anything reached from `name`: `name.append(...)`,
 /// `name.items.add(...)`, `name.items[k] = ...` (conservative: any attribute path counts).
 pub fn loop_mutates_through(lp: Loop<'_>, name: &str) -> bool {
+    mutates(lp, name, true)
+}
+
+/// The loop's code mutates `name` in place (with `rooted`: anything reached from it).
+fn mutates(lp: Loop<'_>, name: &str, rooted: bool) -> bool {
     let mut finder = MutationFinder {
         name,
-        rooted: true,
+        rooted,
         found: false,
     };
     match lp {
