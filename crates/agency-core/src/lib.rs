@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod contract;
 pub mod fusion;
+pub mod latency;
 pub mod pattern;
 
 pub use category::Category;

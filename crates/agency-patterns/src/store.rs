@@ -212,28 +212,42 @@ impl Table {
     }
 }
 
-/// Query embeddings kept, at about 1.6 KB each.
+/// Entries kept by each query cache (embeddings at about 1.6 KB each).
 const QUERY_CACHE_ENTRIES: usize = 4096;
 
-/// A bounded map from normalised query text to its embedding; the oldest entry goes first.
-#[derive(Debug, Default)]
-struct QueryCache {
-    entries: HashMap<String, crate::embed::Embedding>,
-    order: std::collections::VecDeque<String>,
+/// A bounded map of recent entries; the oldest goes first. Counts its hits.
+#[derive(Debug)]
+struct Recent<K, V> {
+    entries: HashMap<K, V>,
+    order: std::collections::VecDeque<K>,
     hits: u64,
 }
 
-impl QueryCache {
-    fn get(&mut self, text: &str) -> Option<crate::embed::Embedding> {
-        let hit = self.entries.get(text).cloned();
-        if hit.is_some() {
-            self.hits += 1;
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Recent {
+            entries: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            hits: 0,
         }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Recent<K, V> {
+    /// The entry of `key` if `valid` accepts it.
+    fn get_if<Q>(&mut self, key: &Q, valid: impl Fn(&V) -> bool) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let hit = self.entries.get(key).filter(|v| valid(v)).cloned();
+        self.hits += u64::from(hit.is_some());
         hit
     }
 
-    fn put(&mut self, text: &str, embedding: &crate::embed::Embedding) {
-        if self.entries.contains_key(text) {
+    /// Stores `value` under `key`, replacing an older value of the same key.
+    fn put(&mut self, key: K, value: V) {
+        if self.entries.insert(key.clone(), value).is_some() {
             return;
         }
         if self.order.len() >= QUERY_CACHE_ENTRIES
@@ -241,8 +255,7 @@ impl QueryCache {
         {
             self.entries.remove(&oldest);
         }
-        self.order.push_back(text.to_string());
-        self.entries.insert(text.to_string(), embedding.clone());
+        self.order.push_back(key);
     }
 }
 
@@ -261,38 +274,6 @@ struct Candidates {
     scores: HashMap<u64, f32>,
     method: crate::vector::Method,
     live: usize,
-}
-
-/// Recent candidate searches, oldest evicted first.
-#[derive(Default)]
-struct CandidateCache {
-    entries: HashMap<CandidateKey, Candidates>,
-    order: std::collections::VecDeque<CandidateKey>,
-    hits: u64,
-}
-
-impl CandidateCache {
-    fn get(&mut self, key: &CandidateKey, generation: u64) -> Option<Candidates> {
-        let hit = self
-            .entries
-            .get(key)
-            .filter(|c| c.generation == generation)
-            .cloned();
-        self.hits += u64::from(hit.is_some());
-        hit
-    }
-
-    fn put(&mut self, key: CandidateKey, candidates: Candidates) {
-        if self.entries.insert(key.clone(), candidates).is_some() {
-            return;
-        }
-        if self.order.len() >= QUERY_CACHE_ENTRIES
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.entries.remove(&oldest);
-        }
-        self.order.push_back(key);
-    }
 }
 
 /// Where the persisted graph is; written atomically after each save.
@@ -332,10 +313,10 @@ pub struct PatternStore {
     text: TextIndex,
     /// Recent query embeddings: the same error is looked up again and again (every healer,
     /// every run), and the model is two thirds of a lookup.
-    query_cache: Mutex<QueryCache>,
+    query_cache: Mutex<Recent<String, crate::embed::Embedding>>,
     /// Recent candidate searches (vector and text hits) for queries without a confidence
     /// filter: a repeated error skips both indexes, not only the model.
-    candidate_cache: Mutex<CandidateCache>,
+    candidate_cache: Mutex<Recent<CandidateKey, Candidates>>,
     /// Bumped after every change of which patterns the indexes hold or which are live
     /// (insert, retirement, rebuild); cached candidates of another generation are void.
     index_generation: std::sync::atomic::AtomicU64,
@@ -400,8 +381,8 @@ impl PatternStore {
             vector_state: Mutex::new((max_pk, dirty)),
             vector_writes: Mutex::new(()),
             text,
-            query_cache: Mutex::new(QueryCache::default()),
-            candidate_cache: Mutex::new(CandidateCache::default()),
+            query_cache: Mutex::new(Recent::default()),
+            candidate_cache: Mutex::new(Recent::default()),
             index_generation: std::sync::atomic::AtomicU64::new(0),
             warnings,
         };
@@ -471,9 +452,9 @@ impl PatternStore {
                 candidates,
             )
         });
-        let cached = cache_key
-            .as_ref()
-            .and_then(|key| lock(&self.candidate_cache).get(key, generation));
+        let cached = cache_key.as_ref().and_then(|key| {
+            lock(&self.candidate_cache).get_if(key, |c| c.generation == generation)
+        });
         let found = if let Some(hit) = cached {
             hit
         } else {
@@ -656,11 +637,11 @@ impl PatternStore {
     }
 
     fn embed_query(&self, text: &str) -> Result<crate::embed::Embedding> {
-        if let Some(hit) = lock(&self.query_cache).get(text) {
+        if let Some(hit) = lock(&self.query_cache).get_if(text, |_| true) {
             return Ok(hit);
         }
         let embedding = self.embedder.embed(text)?;
-        lock(&self.query_cache).put(text, &embedding);
+        lock(&self.query_cache).put(text.to_string(), embedding.clone());
         Ok(embedding)
     }
 
@@ -1949,20 +1930,20 @@ pub(crate) mod tests {
 
     #[test]
     fn the_query_cache_is_bounded() {
-        let mut cache = QueryCache::default();
+        let mut cache: Recent<String, crate::embed::Embedding> = Recent::default();
         let e = crate::embed::Embedding {
             vector: vec![0.0; 2],
             tokens: 1,
             truncated: false,
         };
         for i in 0..QUERY_CACHE_ENTRIES + 10 {
-            cache.put(&format!("q{i}"), &e);
+            cache.put(format!("q{i}"), e.clone());
         }
         assert_eq!(cache.entries.len(), QUERY_CACHE_ENTRIES);
-        assert!(cache.get("q0").is_none());
+        assert!(cache.get_if("q0", |_| true).is_none());
         assert!(
             cache
-                .get(&format!("q{}", QUERY_CACHE_ENTRIES + 9))
+                .get_if(format!("q{}", QUERY_CACHE_ENTRIES + 9).as_str(), |_| true)
                 .is_some()
         );
     }

@@ -291,49 +291,24 @@ fn measure_tool(
 }
 
 fn summarise(name: &str, times: &[Duration], lines: Option<u64>) -> Scenario {
-    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let p50 = percentile(&ms, 0.50);
+    let latency = agency_core::latency::Latency::from_samples(times);
     Scenario {
         name: name.to_string(),
-        runs: ms.len(),
-        p50_ms: p50,
-        p95_ms: percentile(&ms, 0.95),
-        p99_ms: percentile(&ms, 0.99),
-        mean_ms: if ms.is_empty() {
-            0.0
-        } else {
-            ms.iter().sum::<f64>() / ms.len() as f64
-        },
+        runs: latency.samples,
+        p50_ms: latency.p50_ms,
+        p95_ms: latency.p95_ms,
+        p99_ms: latency.p99_ms,
+        mean_ms: latency.mean_ms,
         lines_per_s: lines
-            .filter(|_| p50 > 0.0)
-            .map(|l| l as f64 / (p50 / 1000.0)),
+            .filter(|_| latency.p50_ms > 0.0)
+            .map(|l| l as f64 / (latency.p50_ms / 1000.0)),
         note: None,
     }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert!((percentile(&v, 0.5) - 50.0).abs() < f64::EPSILON);
-        assert!((percentile(&v, 0.95) - 95.0).abs() < f64::EPSILON);
-        assert!((percentile(&v, 0.99) - 99.0).abs() < f64::EPSILON);
-        assert!((percentile(&[7.0], 0.99) - 7.0).abs() < f64::EPSILON);
-        assert!(percentile(&[], 0.5).abs() < f64::EPSILON);
-    }
 
     #[test]
     fn the_benchmark_measures_a_copy_and_leaves_the_repository_alone() {

@@ -780,6 +780,19 @@ impl<'s, 'a> Analysis<'s, 'a> {
         {
             return true;
         }
+        self.every_binding(name, at, &|value, here| match value {
+            Value::Assign(value) | Value::AddAssign(value) | Value::Item(value) => {
+                self.is_safe(value, here)
+            }
+            Value::Loop(iter) => self.is_safe_iter(iter, here),
+            Value::Constant => true,
+            Value::Opaque => false,
+        })
+    }
+
+    /// True when `name` has a binding visible at `at` and `judge` accepts every one of them,
+    /// each judged where it was made.
+    fn every_binding(&self, name: &str, at: At, judge: &dyn Fn(Value<'a>, At) -> bool) -> bool {
         let (scope, bindings) = self.resolve(name, at);
         let mut any = false;
         for binding in bindings.iter().filter(|b| b.name == name) {
@@ -788,15 +801,7 @@ impl<'s, 'a> Analysis<'s, 'a> {
                 scope,
                 before: binding.at,
             };
-            let safe = match binding.value {
-                Value::Assign(value) | Value::AddAssign(value) | Value::Item(value) => {
-                    self.is_safe(value, here)
-                }
-                Value::Loop(iter) => self.is_safe_iter(iter, here),
-                Value::Constant => true,
-                Value::Opaque => false,
-            };
-            if !safe {
+            if !judge(binding.value, here) {
                 return false;
             }
         }
@@ -884,26 +889,12 @@ impl<'s, 'a> Analysis<'s, 'a> {
             Expr::Dict(dict) => dict.items.iter().all(|item| self.is_safe(&item.value, at)),
             Expr::DictComp(comp) => self.is_safe_generated(&comp.value, &comp.generators, at),
             Expr::Name(name) => {
-                let name = name.id.as_str();
-                let (scope, bindings) = self.resolve(name, at);
-                let mut any = false;
-                for binding in bindings.iter().filter(|b| b.name == name) {
-                    any = true;
-                    let here = At {
-                        scope,
-                        before: binding.at,
-                    };
-                    let safe = match binding.value {
-                        Value::Assign(value) => self.is_safe_values(value, here),
-                        Value::Item(value) => self.is_safe(value, here),
-                        Value::Constant => true,
-                        Value::AddAssign(_) | Value::Loop(_) | Value::Opaque => false,
-                    };
-                    if !safe {
-                        return false;
-                    }
-                }
-                any
+                self.every_binding(name.id.as_str(), at, &|value, here| match value {
+                    Value::Assign(value) => self.is_safe_values(value, here),
+                    Value::Item(value) => self.is_safe(value, here),
+                    Value::Constant => true,
+                    Value::AddAssign(_) | Value::Loop(_) | Value::Opaque => false,
+                })
             }
             _ => false,
         }
