@@ -1,0 +1,1 @@
+//! Rewrite templates on Python syntax trees (the learning loop's structural half).

@@ -1,0 +1,1 @@
+//! The generated-fix tier: an OpenAI-compatible Chat Completions client.
