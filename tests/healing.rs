@@ -5,32 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{git_fixture, home, run};
-
-/// A data directory of its own, sharing the installed assets.
-fn private_home() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let shared = home();
-    for name in ["lib", "models", "venv"] {
-        std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).unwrap();
-    }
-    std::fs::copy(shared.join("assets.json"), dir.path().join("assets.json")).unwrap();
-    dir
-}
-
-fn agency_at(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agency"));
-    cmd.env("AGENCY_HOME", home)
-        .env("AGENCY_EMBED_THREADS", "1")
-        .env_remove("AGENCY_LOG")
-        .env_remove("AGENCY_PROGRESS");
-    cmd
-}
+use crate::util::{agency_at, git_fixture, private_home, run};
 
 fn status(home: &Path) -> Value {
     let (code, stdout, stderr) = run(agency_at(home).args(["healing", "status", "--json"]));

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `agency` binary: the real binary, the real model, a store in a
 //! temporary directory. Paths and timings are redacted from snapshots.
 
+mod approvals;
 mod cli;
 mod client;
 mod docs;

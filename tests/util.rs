@@ -229,3 +229,23 @@ pub fn git(dir: &Path, args: &[&str]) {
         .expect("git runs");
     assert!(status.success(), "git {args:?} failed");
 }
+
+/// A data directory of its own, sharing the installed assets.
+pub fn private_home() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = home();
+    for name in ["lib", "models", "venv"] {
+        std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::copy(shared.join("assets.json"), dir.path().join("assets.json")).unwrap();
+    dir
+}
+
+pub fn agency_at(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agency"));
+    cmd.env("AGENCY_HOME", home)
+        .env("AGENCY_EMBED_THREADS", "1")
+        .env_remove("AGENCY_LOG")
+        .env_remove("AGENCY_PROGRESS");
+    cmd
+}

@@ -516,20 +516,16 @@ fn render_text(report: &ScanReport, fail_on: Priority) -> String {
 
 /// `agency heal` without `--scan`: scan, then fix in a private copy, verify, and keep the
 /// verified fixes (after asking, unless `--yes`); `--dry-run` only shows the fixes.
-fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
-    if args.sarif {
-        bail!("--sarif describes findings, not heals: use it with --scan");
-    }
-    if args.from_log.is_some() {
-        bail!(
-            "healing runtime errors from a log is not built yet: run `agency heal --scan --from-log FILE` to see them"
-        );
-    }
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let root = config::find_root(&cwd);
-    let loaded = config::load(&root)?;
+/// The heal settings of the repository at `root` (its configuration merged with the flags)
+/// and the failing priority.
+fn heal_settings(
+    home: &Path,
+    root: &Path,
+    args: &HealArgs,
+) -> Result<(agency_heal::HealSettings, Priority)> {
+    let loaded = config::load(root)?;
     let scan_options = loaded.options.scan.clone().unwrap_or_default();
-    let mut scan_settings = settings(home, &root, &scan_options, args)?;
+    let mut scan_settings = settings(home, root, &scan_options, args)?;
     let baseline_path = args
         .baseline
         .clone()
@@ -543,16 +539,16 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         .or(scan_options.fail_on)
         .unwrap_or(Priority::P1);
     let pinned_venv = agency_setup::Layout::new(home).venv();
-    let verify = agency_heal::verify::resolve(&root, loaded.options.verify.as_ref(), &pinned_venv)
+    let verify = agency_heal::verify::resolve(root, loaded.options.verify.as_ref(), &pinned_venv)
         .with_context(|| {
-            format!(
-                "cannot use the verify command of {}",
-                loaded
-                    .file
-                    .as_ref()
-                    .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
-            )
-        })?;
+        format!(
+            "cannot use the verify command of {}",
+            loaded
+                .file
+                .as_ref()
+                .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+        )
+    })?;
     let heal_settings = agency_heal::HealSettings {
         scan: scan_settings,
         verify,
@@ -560,6 +556,29 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         require_green: args.require_green,
         batch: !args.no_batch,
     };
+    Ok((heal_settings, fail_on))
+}
+
+/// The heal settings of the repository at `root` as a plain `agency heal` would use them:
+/// what re-verifying an approved fix needs.
+pub fn default_heal_settings(home: &Path, root: &Path) -> Result<agency_heal::HealSettings> {
+    let mut args = plain_scan_args(None, Vec::new());
+    args.scan = false;
+    Ok(heal_settings(home, root, &args)?.0)
+}
+
+fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    if args.sarif {
+        bail!("--sarif describes findings, not heals: use it with --scan");
+    }
+    if args.from_log.is_some() {
+        bail!(
+            "healing runtime errors from a log is not built yet: run `agency heal --scan --from-log FILE` to see them"
+        );
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let (heal_settings, fail_on) = heal_settings(home, &root, args)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let preview = args.dry_run || (!args.yes && !interactive);
     if preview && !args.dry_run {
@@ -658,8 +677,17 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         );
     }
     let run_id = agency_heal::audit::run_id();
-    agency_heal::audit::write(&root, &run_id, &session, &attempts, all_findings)
-        .context("cannot write the audit trail; the fixes above were applied")?;
+    agency_heal::approvals::Approvals::new(home)
+        .record_run(&root, &run_id, &session, &mut attempts)
+        .context("cannot keep the fixes that wait for approval; nothing of them was applied")?;
+    agency_heal::audit::write(
+        &root,
+        &run_id,
+        session.verify.as_ref(),
+        &attempts,
+        all_findings,
+    )
+    .context("cannot write the audit trail; the fixes above were applied")?;
     let report = heal_report(&attempts, session.suite_runs, false);
     if args.json {
         output::print_json(&report)?;
@@ -699,6 +727,7 @@ fn heal_report(
         match a.status {
             Status::Healed => summary.healed += 1,
             Status::RolledBack => summary.rolled_back += 1,
+            Status::PendingApproval => summary.pending_approval += 1,
             Status::Flagged => summary.flagged += 1,
             Status::Failed => summary.failed += 1,
             Status::Skipped | Status::Verified => summary.skipped += 1,
@@ -770,9 +799,10 @@ fn render_heals(attempts: &[agency_heal::Attempt], preview: bool, suite_runs: us
     } else {
         let _ = writeln!(
             out,
-            "{} healed, {} rolled back, {} flagged, {} skipped, {} failed; {suite_runs} test runs",
+            "{} healed, {} rolled back, {} pending approval, {} flagged, {} skipped, {} failed; {suite_runs} test runs",
             count(agency_heal::Status::Healed),
             count(agency_heal::Status::RolledBack),
+            count(agency_heal::Status::PendingApproval),
             count(agency_heal::Status::Flagged),
             count(agency_heal::Status::Skipped),
             count(agency_heal::Status::Failed),

@@ -52,10 +52,13 @@ struct StatusDoc {
     /// `stop` only: test process groups the stop killed itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     killed_test_groups: Option<usize>,
+    /// Fixes waiting for a human (`agency approvals`).
+    pending_approvals: Vec<crate::approvals::ApprovalDoc>,
 }
 
 pub fn run(home: &Path, command: &HealingCommand) -> anyhow::Result<ExitStatus> {
     let control = Control::new(home);
+    let pending = crate::approvals::pending_docs(home);
     let (doc, json) = match command {
         HealingCommand::Stop(args) => {
             let report = control.stop(&args.reason).with_context(|| {
@@ -72,6 +75,7 @@ pub fn run(home: &Path, command: &HealingCommand) -> anyhow::Result<ExitStatus> 
                     running: report.running,
                     still_running: Some(report.still_running),
                     killed_test_groups: Some(report.killed_test_groups),
+                    pending_approvals: pending,
                 },
                 args.json,
             )
@@ -83,9 +87,9 @@ pub fn run(home: &Path, command: &HealingCommand) -> anyhow::Result<ExitStatus> 
                     home.join("healing/stopped.json").display()
                 )
             })?;
-            (status(&control), args.json)
+            (status(&control, pending), args.json)
         }
-        HealingCommand::Status(args) => (status(&control), args.json),
+        HealingCommand::Status(args) => (status(&control, pending), args.json),
     };
     if json {
         output::print_json(&doc)?;
@@ -95,7 +99,7 @@ pub fn run(home: &Path, command: &HealingCommand) -> anyhow::Result<ExitStatus> 
     Ok(ExitStatus::Success)
 }
 
-fn status(control: &Control) -> StatusDoc {
+fn status(control: &Control, pending_approvals: Vec<crate::approvals::ApprovalDoc>) -> StatusDoc {
     let stop = control.state();
     StatusDoc {
         version: 1,
@@ -104,6 +108,7 @@ fn status(control: &Control) -> StatusDoc {
         running: control.running(),
         still_running: None,
         killed_test_groups: None,
+        pending_approvals,
     }
 }
 
@@ -152,6 +157,26 @@ fn render(doc: &StatusDoc) -> String {
             "{} heal(s) still ending after 2 s; they write nothing now that healing is stopped",
             still.len()
         );
+    }
+    if doc.pending_approvals.is_empty() {
+        let _ = writeln!(out, "no fix is waiting for approval");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} fix(es) waiting for approval (`agency approvals list`):",
+            doc.pending_approvals.len()
+        );
+        for a in &doc.pending_approvals {
+            let _ = writeln!(
+                out,
+                "  {} {} {}:{} in {}",
+                agency_heal::approvals::short(&a.id),
+                a.finding.rule,
+                a.finding.file,
+                a.finding.line,
+                a.repository.display()
+            );
+        }
     }
     out
 }

@@ -5,6 +5,7 @@
 // The CLI is the one place allowed to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod approvals;
 mod config;
 mod heal;
 mod healing;
@@ -80,6 +81,10 @@ enum Command {
     /// Emergency stop of all healing on this machine, and its state.
     #[command(subcommand)]
     Healing(healing::HealingCommand),
+    /// Fixes verified but left for a human: list, show, approve (re-verified, then applied)
+    /// or reject.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Command::Baseline(cmd) => heal::run_baseline(&home, &cmd),
         Command::Bench(BenchCommand::Scan(args)) => heal::run_bench(&home, &args),
         Command::Healing(cmd) => healing::run(&home, &cmd),
+        Command::Approvals(cmd) => approvals::run(&home, &cmd),
     };
     match result {
         Ok(status) => status.into(),

@@ -339,6 +339,31 @@ pub struct Finding {
     pub impact_pct: Option<u32>,
 }
 
+/// A performance change estimated to save more than this share of the work waits for a
+/// human's approval: it changes what the code does at scale.
+pub const APPROVAL_IMPACT_PCT: u32 = 10;
+
+impl Finding {
+    /// Why a fix of this finding never applies on its own, if it does not: every logic fix,
+    /// high-severity security fixes, and performance changes over [`APPROVAL_IMPACT_PCT`].
+    pub fn approval_reason(&self) -> Option<String> {
+        if self.category == "logic" {
+            return Some("a logic fix changes what the code means: a human decides".into());
+        }
+        if self.category == "security" && self.severity == Severity::High {
+            return Some("a high-severity security fix: a human decides".into());
+        }
+        if self.category == "performance"
+            && let Some(impact) = self.impact_pct.filter(|&pct| pct > APPROVAL_IMPACT_PCT)
+        {
+            return Some(format!(
+                "a performance change estimated at {impact}% of the work (over {APPROVAL_IMPACT_PCT}%): a human decides"
+            ));
+        }
+        None
+    }
+}
+
 /// Whether a fix is known for a finding.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FixAvailability {

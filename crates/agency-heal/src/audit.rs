@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use agency_core::contract::{AuditRecord, AuditVerification, Finding, SCHEMA_VERSION};
 use regex::Regex;
 
-use crate::{Attempt, Error, Result, Session};
+use crate::{Attempt, Error, Result, VerifyCommand};
 
 /// Where the records go, relative to the repository root.
 pub const DIR: &str = "logs/autonomous_healing";
@@ -25,11 +25,12 @@ pub fn run_id() -> String {
     format!("{stamp}-{}", std::process::id())
 }
 
-/// Writes one record per attempt; returns their paths.
+/// Writes one record per attempt; returns their paths. `verify` is the run's verify command,
+/// named in records of attempts whose own suite run did not happen.
 pub fn write(
     root: &Path,
     run_id: &str,
-    session: &Session,
+    verify: Option<&VerifyCommand>,
     attempts: &[Attempt],
     all_findings: &[Finding],
 ) -> Result<Vec<PathBuf>> {
@@ -56,7 +57,7 @@ pub fn write(
                 tests: attempt.verification.tests.as_str().to_string(),
                 command: suite
                     .map(|s| s.command.clone())
-                    .or_else(|| session.verify.as_ref().map(crate::VerifyCommand::display)),
+                    .or_else(|| verify.map(VerifyCommand::display)),
                 exit_code: suite.and_then(|s| s.exit_code),
                 timed_out: suite.is_some_and(|s| s.timed_out),
                 duration_ms: attempt.verification.duration_ms,

@@ -11,6 +11,7 @@
 //! [`propose`] is the dry run: the fixes as diffs, nothing written anywhere.
 
 pub mod apply;
+pub mod approvals;
 pub mod audit;
 pub mod batch;
 pub mod control;
@@ -96,6 +97,9 @@ pub enum Status {
     Verified,
     Healed,
     RolledBack,
+    /// Verified in the copy, waiting for a human (`agency approvals`): never written by the
+    /// run itself. The fix is in [`Attempt::proposal`].
+    PendingApproval,
     Flagged,
     Skipped,
     Failed,
@@ -108,6 +112,7 @@ impl Status {
             Status::Verified => "verified",
             Status::Healed => "healed",
             Status::RolledBack => "rolled_back",
+            Status::PendingApproval => "pending_approval",
             Status::Flagged => "flagged",
             Status::Skipped => "skipped",
             Status::Failed => "failed",
@@ -176,10 +181,25 @@ pub struct Attempt {
     pub fixed_by: Option<usize>,
     /// Wall time of the whole attempt.
     pub duration_ms: u64,
+    /// A verified fix that waits for a human (`PendingApproval`): the file's text before and
+    /// after it.
+    pub proposal: Option<Proposal>,
+}
+
+/// A verified fix kept aside for approval instead of being written.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// The file, relative to the root.
+    pub file: String,
+    /// The file's text the fix applies to: the user's file after this run's kept fixes.
+    pub before: String,
+    pub after: String,
+    /// Why it needs a human.
+    pub reason: String,
 }
 
 impl Attempt {
-    fn without_fix(finding: &Finding, status: Status, reason: String) -> Self {
+    pub(crate) fn without_fix(finding: &Finding, status: Status, reason: String) -> Self {
         Attempt {
             finding: finding.clone(),
             strategy: None,
@@ -190,6 +210,7 @@ impl Attempt {
             file: None,
             fixed_by: None,
             duration_ms: 0,
+            proposal: None,
         }
     }
 }
@@ -298,6 +319,7 @@ pub fn attempt_all(
     let total = findings.len();
     let batching = settings.batch && session.verify.is_some();
     let mut pending: Vec<batch::Pending> = Vec::new();
+    let mut deferred: Vec<(usize, Strategy, String)> = Vec::new();
     for (index, scanned) in findings.iter().enumerate() {
         let finding = &scanned.finding;
         let started = Instant::now();
@@ -318,9 +340,23 @@ pub fn attempt_all(
             continue;
         }
         let decision = strategy::choose(scanned, settings.unsafe_fixes);
-        let strategy::Decision::Fix(strategy) = decision else {
-            attempts.push(decision.into_attempt(finding));
-            continue;
+        let strategy = match decision {
+            strategy::Decision::Fix(strategy) => strategy,
+            strategy::Decision::Approve(strategy, reason) => {
+                // Verified after the batch, on the text the run's kept fixes leave, and never
+                // kept in the copy.
+                deferred.push((index, strategy, reason));
+                attempts.push(Attempt::without_fix(
+                    finding,
+                    Status::Skipped,
+                    "waits for the run's other fixes".into(),
+                ));
+                continue;
+            }
+            other => {
+                attempts.push(other.into_attempt(finding));
+                continue;
+            }
         };
         progress(Progress::Attempt {
             index: index + 1,
@@ -376,6 +412,53 @@ pub fn attempt_all(
             attempts[p.attempt].duration_ms += share;
         }
     }
+    for (index, strategy, reason) in deferred {
+        let scanned = &findings[index];
+        if let Some(&by) = fixed_by.get(&scanned.finding.id) {
+            let earlier = &attempts[by];
+            let mut attempt = Attempt::without_fix(
+                &scanned.finding,
+                Status::Verified,
+                format!(
+                    "removed by the fix of {} at {}:{}",
+                    earlier.finding.rule, earlier.finding.file, earlier.finding.line
+                ),
+            );
+            attempt.strategy = earlier.strategy;
+            attempt.file = Some(scanned.finding.file.clone());
+            attempt.fixed_by = Some(by);
+            attempts[index] = attempt;
+            continue;
+        }
+        progress(Progress::Attempt {
+            index: index + 1,
+            total,
+            rule: scanned.finding.rule.clone(),
+            file: scanned.finding.file.clone(),
+            line: scanned.finding.line,
+        });
+        let started = Instant::now();
+        let current_id = alias
+            .get(&scanned.finding.id)
+            .unwrap_or(&scanned.finding.id)
+            .clone();
+        let mut attempt = verify::propose_for_approval(
+            session,
+            settings,
+            scanned,
+            &current_id,
+            strategy,
+            progress,
+        );
+        if let Some(proposal) = attempt.proposal.as_mut() {
+            proposal.reason.clone_from(&reason);
+        }
+        if attempt.status == Status::PendingApproval {
+            attempt.reason = Some(reason);
+        }
+        attempt.duration_ms = started.elapsed().as_millis() as u64;
+        attempts[index] = attempt;
+    }
     attempts
 }
 
@@ -429,6 +512,15 @@ pub fn propose(settings: &HealSettings, findings: &[ScannedFinding]) -> Vec<Atte
             match strategy::choose(scanned, settings.unsafe_fixes) {
                 strategy::Decision::Fix(strategy) => {
                     strategy::preview(&settings.scan.root, scanned, strategy)
+                }
+                strategy::Decision::Approve(strategy, reason) => {
+                    let mut attempt = strategy::preview(&settings.scan.root, scanned, strategy);
+                    if attempt.status == Status::Skipped && !attempt.diff.is_empty() {
+                        attempt.reason = Some(format!(
+                            "dry run: proposed, not verified; would wait for approval ({reason})"
+                        ));
+                    }
+                    attempt
                 }
                 other => other.into_attempt(finding),
             }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use agency_core::contract::{Finding, Severity};
+use agency_core::contract::Finding;
 use agency_scan::finding::ScannedFinding;
 use agency_scan::tools::{ToolEdit, ToolFix};
 
@@ -24,14 +24,25 @@ impl Strategy {
             Strategy::Rule => "rule",
         }
     }
+
+    /// The strategy a contract spelling names (`none` and unknown spellings: `None`).
+    pub fn parse(name: &str) -> Option<Strategy> {
+        match name {
+            "rule" => Some(Strategy::Rule),
+            _ => None,
+        }
+    }
 }
 
 /// What to do with a finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Try this strategy.
+    /// Try this strategy and keep the fix if it verifies.
     Fix(Strategy),
-    /// Report it for a human: no fix is known, or fixing it automatically is never right.
+    /// Try this strategy and verify the fix, then leave it for a human to approve (the
+    /// reason says why): it never applies on its own.
+    Approve(Strategy, String),
+    /// Report it for a human: no fix is known.
     Flag(String),
     /// A fix exists but is not allowed in this run.
     Skip(String),
@@ -41,48 +52,48 @@ impl Decision {
     /// The attempt for a finding that is not tried.
     pub(crate) fn into_attempt(self, finding: &Finding) -> Attempt {
         match self {
-            Decision::Fix(_) => unreachable!("a fix is tried, not turned into an attempt here"),
+            Decision::Fix(_) | Decision::Approve(..) => {
+                unreachable!("a fix is tried, not turned into an attempt here")
+            }
             Decision::Flag(reason) => Attempt::without_fix(finding, Status::Flagged, reason),
             Decision::Skip(reason) => Attempt::without_fix(finding, Status::Skipped, reason),
         }
     }
+
+    /// The strategy to try, if any.
+    pub fn strategy(&self) -> Option<Strategy> {
+        match self {
+            Decision::Fix(s) | Decision::Approve(s, _) => Some(*s),
+            Decision::Flag(_) | Decision::Skip(_) => None,
+        }
+    }
 }
 
-/// A performance change estimated to save more than this share of the work is for a human to
-/// approve: it changes what the code does at scale.
-pub const APPROVAL_IMPACT_PCT: u32 = 10;
+pub use agency_core::contract::APPROVAL_IMPACT_PCT;
 
-/// Picks the strategy for a finding.
+/// Picks the strategy for a finding. A fix that needs approval is verified whatever its
+/// applicability (a human reads it before it applies), except ruff's display-only advice.
 pub fn choose(scanned: &ScannedFinding, unsafe_fixes: bool) -> Decision {
     let finding = &scanned.finding;
-    if finding.category == "logic" {
-        return Decision::Flag(
-            "logic findings are for a human to judge; agency never fixes them on its own".into(),
-        );
-    }
-    if finding.category == "security" && finding.severity == Severity::High {
-        return Decision::Flag(
-            "a high-severity security finding needs a human's approval, and approvals are not available in this build".into(),
-        );
-    }
-    if finding.category == "performance"
-        && let Some(impact) = finding.impact_pct.filter(|&pct| pct > APPROVAL_IMPACT_PCT)
-    {
-        return Decision::Flag(format!(
-            "a performance change estimated at {impact}% of the work needs a human's approval (over {APPROVAL_IMPACT_PCT}%), and approvals are not available in this build"
-        ));
-    }
+    let approval = finding.approval_reason();
     let Some(fix) = scanned.tool_fix.as_ref().filter(|f| !f.edits.is_empty()) else {
-        return Decision::Flag("no automatic fix is known for this finding".into());
+        return Decision::Flag(match approval {
+            Some(_) => format!(
+                "no automatic fix is known; {} findings are for a human to judge",
+                finding.category
+            ),
+            None => "no automatic fix is known for this finding".into(),
+        });
     };
-    match fix.applicability.as_str() {
-        "safe" => Decision::Fix(Strategy::Rule),
-        "unsafe" if unsafe_fixes => Decision::Fix(Strategy::Rule),
-        "unsafe" => Decision::Skip(format!(
+    match (fix.applicability.as_str(), approval) {
+        ("safe" | "unsafe", Some(reason)) => Decision::Approve(Strategy::Rule, reason),
+        ("safe", None) => Decision::Fix(Strategy::Rule),
+        ("unsafe", None) if unsafe_fixes => Decision::Fix(Strategy::Rule),
+        ("unsafe", None) => Decision::Skip(format!(
             "{}'s fix may change behaviour (unsafe): run with --unsafe-fixes to try it",
             finding.tool
         )),
-        other => Decision::Skip(format!(
+        (other, _) => Decision::Skip(format!(
             "{}'s fix is {other}: shown, never applied",
             finding.tool
         )),
@@ -188,6 +199,7 @@ pub(crate) fn preview(root: &Path, scanned: &ScannedFinding, strategy: Strategy)
         file: Some(finding.file.clone()),
         fixed_by: None,
         duration_ms: 0,
+        proposal: None,
     };
     let text = match std::fs::read_to_string(root.join(&finding.file)) {
         Ok(text) => text,
@@ -227,7 +239,7 @@ mod tests {
         }
     }
 
-    use agency_core::contract::Priority;
+    use agency_core::contract::{Priority, Severity};
 
     fn scanned(category: &str, severity: Severity, impact: Option<u32>) -> ScannedFinding {
         ScannedFinding {
@@ -262,19 +274,22 @@ mod tests {
 
     #[test]
     fn risky_findings_wait_for_a_human_and_the_rest_follow_the_fix() {
-        let flagged = |d: Decision| matches!(d, Decision::Flag(_));
-        assert!(flagged(choose(
+        let approve = |d: Decision| matches!(d, Decision::Approve(Strategy::Rule, _));
+        assert!(approve(choose(
             &scanned("logic", Severity::Medium, None),
-            true
+            false
         )));
-        assert!(flagged(choose(
+        assert!(approve(choose(
             &scanned("security", Severity::High, None),
-            true
+            false
         )));
-        assert!(flagged(choose(
+        assert!(approve(choose(
             &scanned("performance", Severity::Medium, Some(50)),
             true
         )));
+        let mut unfixable = scanned("logic", Severity::Medium, None);
+        unfixable.tool_fix = None;
+        assert!(matches!(choose(&unfixable, true), Decision::Flag(_)));
         assert_eq!(
             choose(&scanned("performance", Severity::Medium, Some(10)), false),
             Decision::Fix(Strategy::Rule)

@@ -19,7 +19,9 @@ use nix::unistd::Pid;
 
 use crate::strategy::{self, Strategy};
 use crate::workspace::sha256_hex;
-use crate::{Attempt, Error, HealSettings, Progress, Result, Session, Status, Tests, Verification};
+use crate::{
+    Attempt, Error, HealSettings, Progress, Proposal, Result, Session, Status, Tests, Verification,
+};
 
 /// How long a verify command may run when `[verify] timeout_s` is not set.
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
@@ -465,6 +467,7 @@ pub(crate) fn attempt(
         file: Some(rel.clone()),
         fixed_by: None,
         duration_ms: 0,
+        proposal: None,
     };
     let copy = session.workspace.root().to_path_buf();
     let path = copy.join(&rel);
@@ -612,6 +615,130 @@ pub(crate) fn attempt(
         }
     }
     (attempt, yardstick, None)
+}
+
+/// Makes and verifies a fix that needs a human's approval, with its own suite run, on the
+/// text the run's kept fixes leave; then takes it out of the copy again. A fix that passes ends
+/// `PendingApproval` with its [`Proposal`]; the copy and the run's verified texts are as before.
+pub(crate) fn propose_for_approval(
+    session: &mut Session,
+    settings: &HealSettings,
+    scanned: &ScannedFinding,
+    current_id: &str,
+    strategy: Strategy,
+    progress: &dyn Fn(Progress),
+) -> Attempt {
+    let rel = scanned.finding.file.clone();
+    let kept = session.fixed.get(&rel).cloned();
+    // A fresh scan of the file: the batch may have rolled back fixes since its last scan.
+    let mut current = HashMap::new();
+    let (mut attempt, _, before) = attempt(
+        session,
+        settings,
+        scanned,
+        current_id,
+        strategy,
+        &mut current,
+        true,
+        progress,
+    );
+    if attempt.status != Status::Verified {
+        return attempt;
+    }
+    let after = session.fixed.get(&rel).cloned().unwrap_or_default();
+    let before = before.unwrap_or_default();
+    match kept {
+        Some(text) => session.fixed.insert(rel.clone(), text),
+        None => session.fixed.remove(&rel),
+    };
+    if let Err(e) = std::fs::write(session.workspace.root().join(&rel), before.as_bytes()) {
+        // The copy can no longer be trusted for this file; nothing of the user's was touched.
+        attempt.status = Status::Failed;
+        attempt.reason = Some(format!(
+            "verified, but the private copy of {rel} could not be restored: {e}"
+        ));
+        return attempt;
+    }
+    attempt.status = Status::PendingApproval;
+    attempt.proposal = Some(Proposal {
+        file: rel,
+        before,
+        after,
+        reason: String::new(),
+    });
+    attempt
+}
+
+/// Verifies a fix made earlier (an approved one) again: `after` replaces `rel` in the fresh
+/// copy of `session`, which must parse, re-scan without the finding and anything new at P0–P2,
+/// and pass the suite against this session's baseline. `Verified` when it passes (the copy
+/// keeps it), else `RolledBack` or `Failed` with the reason.
+pub(crate) fn reverify(
+    session: &mut Session,
+    settings: &HealSettings,
+    rel: &str,
+    after: &str,
+    finding: &agency_core::contract::Finding,
+    progress: &dyn Fn(Progress),
+) -> Attempt {
+    let mut attempt = Attempt::without_fix(finding, Status::Failed, String::new());
+    attempt.file = Some(rel.to_string());
+    let path = session.workspace.root().join(rel);
+    let before = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            attempt.reason = Some(format!("cannot read {rel} in the private copy: {e}"));
+            return attempt;
+        }
+    };
+    attempt.diff = crate::diff::unified(rel, &before, after);
+    let yardstick = match scan_file(settings, session.workspace.root(), rel) {
+        Ok(findings) => findings,
+        Err(e) => {
+            attempt.reason = Some(format!("cannot scan {rel} in the private copy: {e}"));
+            return attempt;
+        }
+    };
+    let started = Instant::now();
+    if let Err(e) = std::fs::write(&path, after.as_bytes()) {
+        attempt.reason = Some(format!("cannot write {rel} in the private copy: {e}"));
+        return attempt;
+    }
+    let verdict = check(
+        session, settings, rel, &before, after, &yardstick, finding, true, progress,
+    );
+    attempt.verification.duration_ms = started.elapsed().as_millis() as u64;
+    match verdict {
+        Check::Kept { suite, .. } => {
+            attempt.verification.tests = if suite.is_some() {
+                Tests::Passed
+            } else {
+                Tests::Skipped
+            };
+            attempt.verification.batch = suite.as_ref().map(|_| 1);
+            attempt.verification.suite = suite;
+            attempt.status = Status::Verified;
+            attempt.reason = None;
+        }
+        Check::Rejected {
+            reason,
+            suite,
+            failed,
+        } => {
+            if suite.is_some() {
+                attempt.verification.tests = Tests::Failed;
+            }
+            attempt.verification.batch = suite.as_ref().map(|_| 1);
+            attempt.verification.suite = suite;
+            attempt.status = if failed {
+                Status::Failed
+            } else {
+                Status::RolledBack
+            };
+            attempt.reason = Some(reason);
+        }
+    }
+    attempt
 }
 
 enum Check {

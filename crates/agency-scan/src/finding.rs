@@ -133,35 +133,36 @@ pub fn finalize(
                 .map(|m| m.severity)
                 .min()
                 .unwrap_or(primary.severity);
-            out.push(ScannedFinding {
-                finding: Finding {
-                    id,
-                    category: primary.category.as_str().to_string(),
-                    rule: primary.rule.clone(),
-                    tool: primary.tool.to_string(),
-                    priority: Priority::of(primary.category),
-                    severity,
-                    file: file.clone(),
-                    line,
-                    column: primary.column,
-                    end_line: primary.end_line.max(line),
-                    end_column: primary.end_column,
-                    message: if group == "AGY203" {
-                        redact_quoted(&primary.message)
-                    } else {
-                        primary.message.clone()
-                    },
-                    fix,
-                    sources,
-                    snippet: if group == "AGY203" {
-                        redact_quoted(&text)
-                    } else {
-                        text
-                    },
-                    impact_pct: bucket.iter().find_map(|m| m.impact_pct),
+            let mut finding = Finding {
+                id,
+                category: primary.category.as_str().to_string(),
+                rule: primary.rule.clone(),
+                tool: primary.tool.to_string(),
+                priority: Priority::of(primary.category),
+                severity,
+                file: file.clone(),
+                line,
+                column: primary.column,
+                end_line: primary.end_line.max(line),
+                end_column: primary.end_column,
+                message: if group == "AGY203" {
+                    redact_quoted(&primary.message)
+                } else {
+                    primary.message.clone()
                 },
-                tool_fix,
-            });
+                fix,
+                sources,
+                snippet: if group == "AGY203" {
+                    redact_quoted(&text)
+                } else {
+                    text
+                },
+                impact_pct: bucket.iter().find_map(|m| m.impact_pct),
+            };
+            // A fix a human must approve: ruff's unsafe ones, and whatever the policy says.
+            finding.fix.approval_required |=
+                finding.fix.available && finding.approval_reason().is_some();
+            out.push(ScannedFinding { finding, tool_fix });
         }
     }
     out.sort_by(|a, b| {
