@@ -1,41 +1,11 @@
 //! End-to-end tests of `agency heal` (fix, verify, keep or roll back) on copies of
 //! `fixtures/heal`, with the real ruff, mypy, bandit and pytest from `agency setup`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::util::{agency, git, git_fixture, home, run};
-
-/// Every file under `dir` but `.git/`, with its bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            if entry.file_name() == ".git" {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// The tree without what a heal run adds on purpose: its audit trail and the scan cache.
-fn user_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = tree(dir);
-    files.retain(|p, _| !p.starts_with("logs/autonomous_healing") && !p.starts_with(".agency"));
-    files
-}
+use crate::util::{agency, git, git_fixture, home, run, tree, user_files};
 
 /// `agency heal --json ARGS` in `dir`: (exit code, document, stderr).
 fn heal_json(dir: &Path, args: &[&str]) -> (i32, Value, String) {

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod docs;
 mod durability;
+mod faults;
 mod heal;
 mod healing;
 mod scan;

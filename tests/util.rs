@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -248,4 +249,33 @@ pub fn agency_at(home: &Path) -> Command {
         .env_remove("AGENCY_LOG")
         .env_remove("AGENCY_PROGRESS");
     cmd
+}
+
+/// Every file under `dir` but `.git/`, with its bytes.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The tree without what a heal run adds on purpose: its audit trail and the scan cache.
+pub fn user_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = tree(dir);
+    files.retain(|p, _| !p.starts_with("logs/autonomous_healing") && !p.starts_with(".agency"));
+    files
 }

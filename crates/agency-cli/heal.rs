@@ -13,13 +13,15 @@ use agency_scan::tools::{Tool, ToolLocations};
 use agency_scan::{Progress, ScanSettings, baseline};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use crate::ExitStatus;
 use crate::config;
 use crate::output;
 
-/// `agency heal`.
-#[derive(Debug, Args)]
+/// `agency heal`. Serialisable: a run journals its options so that `--resume` can run it
+/// again the same way.
+#[derive(Debug, Args, Serialize, Deserialize)]
 #[allow(clippy::struct_excessive_bools)] // command-line flags
 pub struct HealArgs {
     /// Detect only: report findings, change nothing.
@@ -73,6 +75,11 @@ pub struct HealArgs {
     /// checks (parse, re-scan) with a bisection when that run fails.
     #[arg(long, conflicts_with = "scan")]
     no_batch: bool,
+    /// Finish the interrupted heal run of this repository (after a crash, kill -9 or power
+    /// cut): write its verified fixes that were not written yet, never one twice.
+    #[arg(long, conflicts_with_all = ["scan", "dry_run", "from_log", "paths"])]
+    #[serde(default)]
+    resume: bool,
     /// Files or directories to scan (default: the whole repository).
     paths: Vec<PathBuf>,
 }
@@ -130,6 +137,7 @@ fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs 
         unsafe_fixes: false,
         require_green: false,
         no_batch: false,
+        resume: false,
         paths,
     }
 }
@@ -568,6 +576,9 @@ pub fn default_heal_settings(home: &Path, root: &Path) -> Result<agency_heal::He
 }
 
 fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    if args.resume {
+        return run_resume(home, args);
+    }
     if args.sarif {
         bail!("--sarif describes findings, not heals: use it with --scan");
     }
@@ -606,23 +617,213 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     if preview {
         let attempts = agency_heal::propose(&heal_settings, &scanned.findings);
         let report = heal_report(&attempts, 0, true);
-        if args.json {
-            output::print_json(&report)?;
-        } else {
-            output::print_text(&render_heals(&attempts, true, 0))?;
-        }
-        return Ok(if agency_heal::fails(&attempts, fail_on) {
-            ExitStatus::Failure
-        } else {
-            ExitStatus::Success
-        });
+        print_heal_report(&report, args.json)?;
+        return Ok(report_exit(&report, fail_on));
     }
 
     // The emergency stop: refuse while healing is stopped; once running, a stop kills the
     // tests, lets a write in progress finish and ends the process (healing.rs).
     let watch = crate::healing::RunWatch::start(home, &root)?;
+    // One heal per repository at a time; an interrupted one is finished first.
+    let lock = agency_heal::journal::lock(&root)?;
+    if let Some(old) = agency_heal::journal::interrupted(&root)? {
+        if old.plan.is_some() {
+            bail!(
+                "an interrupted heal run ({}, started {}) has verified fixes that may not all be written: run `agency heal --resume` to finish it first",
+                old.run_id,
+                old.started_at
+            );
+        }
+        output::warn(&format!(
+            "an interrupted heal run ({}, started {}) had written nothing; starting afresh",
+            old.run_id, old.started_at
+        ));
+    }
+    let run_id = agency_heal::audit::run_id();
+    let mut journal = agency_heal::journal::Journal::create(
+        &root,
+        &agency_heal::journal::Entry::Start {
+            run_id: run_id.clone(),
+            pid: std::process::id(),
+            started_at: agency_core::contract::format_rfc3339(unix_now()),
+            options: serde_json::to_value(args).context("cannot record the run's options")?,
+        },
+    )?;
+    let progress = heal_progress(&watch);
+    let mut session = agency_heal::start(&heal_settings, &progress)?;
+    for note in &session.notes {
+        output::warn(note);
+    }
+    let mut attempts =
+        agency_heal::attempt_all(&mut session, &heal_settings, &scanned.findings, &progress);
+    let verified = attempts
+        .iter()
+        .filter(|a| a.status == agency_heal::Status::Verified && a.fixed_by.is_none())
+        .filter_map(|a| a.file.clone())
+        .count();
+    let confirmed = args.yes || verified == 0 || ask(verified)?;
+    let approvals = agency_heal::approvals::Approvals::new(home);
+    let report = if confirmed {
+        let _writing = watch.writing();
+        if let Some(state) = agency_heal::control::Control::new(home).state() {
+            bail!(
+                "healing was stopped by `agency healing stop` ({}); nothing was written",
+                state.reason
+            );
+        }
+        approvals
+            .record_run(&root, &run_id, &session, &mut attempts)
+            .context("cannot keep the fixes that wait for approval; nothing was written")?;
+        // The journal's plan: the writes, and the report and audit trail if they all land.
+        let writes = agency_heal::apply::plan(&session, &attempts);
+        let all_written = writes
+            .iter()
+            .map(|w| (w.file.clone(), agency_heal::apply::WriteOutcome::Written))
+            .collect();
+        let mut planned = attempts.clone();
+        agency_heal::apply::settle(&mut planned, &all_written);
+        let audit =
+            agency_heal::audit::records(&run_id, session.verify.as_ref(), &planned, all_findings);
+        journal.append(&agency_heal::journal::Entry::Plan {
+            writes: writes.clone(),
+            report: heal_report(&planned, session.suite_runs, false),
+            audit: audit.clone(),
+        })?;
+        let outcomes = execute_journaled(&root, &writes, &mut journal);
+        agency_heal::apply::settle(&mut attempts, &outcomes);
+        let (report, audit) = agency_heal::journal::conclude(
+            heal_report(&planned, session.suite_runs, false),
+            audit,
+            &outcomes,
+        );
+        agency_heal::audit::write_records(&root, &audit)
+            .context("cannot write the audit trail; the fixes above were applied")?;
+        report
+    } else {
+        agency_heal::apply::decline(
+            &mut attempts,
+            "verified, not applied: declined at the prompt",
+        );
+        approvals
+            .record_run(&root, &run_id, &session, &mut attempts)
+            .context("cannot keep the fixes that wait for approval")?;
+        agency_heal::audit::write(
+            &root,
+            &run_id,
+            session.verify.as_ref(),
+            &attempts,
+            all_findings,
+        )
+        .context("cannot write the audit trail")?;
+        heal_report(&attempts, session.suite_runs, false)
+    };
+    journal.finish()?;
+    drop(lock);
+    print_heal_report(&report, args.json)?;
+    Ok(report_exit(&report, fail_on))
+}
+
+/// `agency heal --resume`: finishes the interrupted run of this repository from its journal.
+fn run_resume(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = config::find_root(&cwd);
+    let lock = agency_heal::journal::lock(&root)?;
+    let Some(run) = agency_heal::journal::interrupted(&root)? else {
+        output::warn(&format!(
+            "nothing to resume: no interrupted heal run in {}",
+            root.display()
+        ));
+        let report = heal_report(&[], 0, false);
+        print_heal_report(&report, args.json)?;
+        return Ok(ExitStatus::Success);
+    };
+    let mut options: HealArgs = serde_json::from_value(run.options.clone()).with_context(|| {
+        format!(
+            "cannot read the options of the interrupted run in {}; delete it to start afresh",
+            agency_heal::journal::path(&root).display()
+        )
+    })?;
+    options.json = args.json;
+    options.resume = false;
+    let Some(plan) = run.plan else {
+        // It died before writing anything: run it again, the same way.
+        output::warn(&format!(
+            "the interrupted run {} had written nothing; running it again",
+            run.run_id
+        ));
+        drop(lock);
+        return run_heal(home, &options);
+    };
+    let watch = crate::healing::RunWatch::start(home, &root)?;
+    let mut journal = agency_heal::journal::Journal::reopen(&root)?;
+    let remaining: Vec<agency_heal::apply::PlannedWrite> = plan
+        .writes
+        .iter()
+        .filter(|w| !run.applied.contains_key(&w.file))
+        .cloned()
+        .collect();
+    output::warn(&format!(
+        "finishing the interrupted run {}: {} of {} verified files left to write",
+        run.run_id,
+        remaining.len(),
+        plan.writes.len()
+    ));
+    let mut outcomes = run.applied.clone();
+    {
+        let _writing = watch.writing();
+        if let Some(state) = agency_heal::control::Control::new(home).state() {
+            bail!(
+                "healing was stopped by `agency healing stop` ({}); nothing was written",
+                state.reason
+            );
+        }
+        outcomes.extend(execute_journaled(&root, &remaining, &mut journal));
+    }
+    let (report, audit) = agency_heal::journal::conclude(plan.report, plan.audit, &outcomes);
+    agency_heal::audit::write_records(&root, &audit)
+        .context("cannot write the audit trail; the fixes above were applied")?;
+    journal.finish()?;
+    drop(lock);
+    let fail_on = options
+        .fail_on
+        .or(config::load(&root)?.options.scan.and_then(|s| s.fail_on))
+        .unwrap_or(Priority::P1);
+    print_heal_report(&report, args.json)?;
+    Ok(report_exit(&report, fail_on))
+}
+
+/// Writes the planned files, journaling each outcome before the next write starts. A journal
+/// that cannot be appended to stops nothing (the writes stay safe to repeat); it is reported.
+fn execute_journaled(
+    root: &Path,
+    writes: &[agency_heal::apply::PlannedWrite],
+    journal: &mut agency_heal::journal::Journal,
+) -> std::collections::BTreeMap<String, agency_heal::apply::WriteOutcome> {
+    let mut journal_error = None;
+    let outcomes = agency_heal::apply::execute(root, writes, &mut |write, outcome| {
+        if let Err(e) = journal.append(&agency_heal::journal::Entry::Applied {
+            file: write.file.clone(),
+            outcome: outcome.clone(),
+        }) {
+            journal_error.get_or_insert(e);
+        }
+    });
+    if let Some(e) = journal_error {
+        output::warn(&format!("{e}; the writes went on (repeating them is safe)"));
+    }
+    outcomes
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Progress lines of a heal run on stderr (and the copy's path for the stop watcher).
+fn heal_progress(watch: &crate::healing::RunWatch) -> impl Fn(agency_heal::Progress) + '_ {
     let plain = output::plain_progress();
-    let progress = |event: agency_heal::Progress| {
+    move |event: agency_heal::Progress| {
         let line = match event {
             agency_heal::Progress::Copied { files, dir } => {
                 watch.set_copy(&dir);
@@ -648,57 +849,28 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         } else {
             output::progress_line(&line);
         }
-    };
-    let mut session = agency_heal::start(&heal_settings, &progress)?;
-    for note in &session.notes {
-        output::warn(note);
     }
-    let mut attempts =
-        agency_heal::attempt_all(&mut session, &heal_settings, &scanned.findings, &progress);
-    let verified = attempts
+}
+
+fn print_heal_report(report: &agency_core::contract::HealReport, json: bool) -> Result<()> {
+    if json {
+        output::print_json(report)
+    } else {
+        output::print_text(&render_heals(report))
+    }
+}
+
+/// Failure when a finding at or above `fail_on` was not healed.
+fn report_exit(report: &agency_core::contract::HealReport, fail_on: Priority) -> ExitStatus {
+    if report
+        .heals
         .iter()
-        .filter(|a| a.status == agency_heal::Status::Verified && a.fixed_by.is_none())
-        .filter_map(|a| a.file.clone())
-        .count();
-    let confirmed = args.yes || verified == 0 || ask(verified)?;
-    if confirmed {
-        let _writing = watch.writing();
-        if let Some(state) = agency_heal::control::Control::new(home).state() {
-            bail!(
-                "healing was stopped by `agency healing stop` ({}); nothing was written",
-                state.reason
-            );
-        }
-        agency_heal::apply::apply(&session, &mut attempts);
-    } else {
-        agency_heal::apply::decline(
-            &mut attempts,
-            "verified, not applied: declined at the prompt",
-        );
-    }
-    let run_id = agency_heal::audit::run_id();
-    agency_heal::approvals::Approvals::new(home)
-        .record_run(&root, &run_id, &session, &mut attempts)
-        .context("cannot keep the fixes that wait for approval; nothing of them was applied")?;
-    agency_heal::audit::write(
-        &root,
-        &run_id,
-        session.verify.as_ref(),
-        &attempts,
-        all_findings,
-    )
-    .context("cannot write the audit trail; the fixes above were applied")?;
-    let report = heal_report(&attempts, session.suite_runs, false);
-    if args.json {
-        output::print_json(&report)?;
-    } else {
-        output::print_text(&render_heals(&attempts, false, session.suite_runs))?;
-    }
-    Ok(if agency_heal::fails(&attempts, fail_on) {
+        .any(|h| h.status != "healed" && h.finding.priority <= fail_on)
+    {
         ExitStatus::Failure
     } else {
         ExitStatus::Success
-    })
+    }
 }
 
 /// Asks once on the terminal whether to write the verified fixes.
@@ -756,56 +928,54 @@ fn heal_report(
 
 /// One line per heal (status, rule, file:line, message, and why), the diffs of a preview, and
 /// a summary line.
-fn render_heals(attempts: &[agency_heal::Attempt], preview: bool, suite_runs: usize) -> String {
+fn render_heals(report: &agency_core::contract::HealReport) -> String {
+    let preview = report.summary.dry_run;
     let mut out = String::new();
-    for a in attempts {
-        let f = &a.finding;
+    for h in &report.heals {
+        let f = &h.finding;
         let _ = writeln!(
             out,
             "{:<11} {} {}:{} {}",
-            if preview && a.strategy.is_some() && a.status == agency_heal::Status::Skipped {
+            if preview && h.strategy != "none" && h.status == "skipped" {
                 "proposed"
             } else {
-                a.status.as_str()
+                h.status.as_str()
             },
             f.rule,
             f.file,
             f.line,
             f.message
         );
-        if preview && !a.diff.is_empty() {
-            let _ = writeln!(
-                out,
-                "  strategy: {}",
-                a.strategy.map_or("none", |s| s.as_str())
-            );
-            for line in a.diff.lines() {
+        if preview && !h.diff.is_empty() {
+            let _ = writeln!(out, "  strategy: {}", h.strategy);
+            for line in h.diff.lines() {
                 let _ = writeln!(out, "  {line}");
             }
-        } else if let Some(reason) = &a.reason
-            && a.status != agency_heal::Status::Healed
+        } else if let Some(reason) = &h.reason
+            && h.status != "healed"
         {
             let _ = writeln!(out, "  {reason}");
         }
     }
-    let count = |s: agency_heal::Status| attempts.iter().filter(|a| a.status == s).count();
+    let s = &report.summary;
     if preview {
-        let proposed = attempts.iter().filter(|a| !a.diff.is_empty()).count();
+        let proposed = report.heals.iter().filter(|h| !h.diff.is_empty()).count();
         let _ = writeln!(
             out,
             "dry run: {proposed} fixes proposed, {} flagged, nothing written",
-            count(agency_heal::Status::Flagged)
+            s.flagged
         );
     } else {
         let _ = writeln!(
             out,
-            "{} healed, {} rolled back, {} pending approval, {} flagged, {} skipped, {} failed; {suite_runs} test runs",
-            count(agency_heal::Status::Healed),
-            count(agency_heal::Status::RolledBack),
-            count(agency_heal::Status::PendingApproval),
-            count(agency_heal::Status::Flagged),
-            count(agency_heal::Status::Skipped),
-            count(agency_heal::Status::Failed),
+            "{} healed, {} rolled back, {} pending approval, {} flagged, {} skipped, {} failed; {} test runs",
+            s.healed,
+            s.rolled_back,
+            s.pending_approval,
+            s.flagged,
+            s.skipped,
+            s.failed,
+            s.suite_runs
         );
     }
     out

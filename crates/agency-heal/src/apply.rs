@@ -1,36 +1,108 @@
 //! Writing verified fixes to the user's tree. A file is written only when it still has the
 //! bytes recorded when the run started; otherwise its heals are skipped as a conflict. Writes
 //! are atomic and keep the file's mode. Nothing else ever touches the user's tree.
+//!
+//! The step is split so that it can be journaled and resumed ([`crate::journal`]): [`plan`]
+//! lists the writes (file, sha256 before and after, the text), [`execute`] performs them one
+//! file at a time, and [`settle`] turns the outcomes into statuses. A write whose file already
+//! has the fixed bytes counts as done, so running a plan twice never applies a fix twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use crate::workspace::sha256_hex;
 use crate::{Attempt, Session, Status};
 
-/// Writes every file with a verified fix from the copy to the user's tree and settles each
-/// attempt's status: `Healed`, or `Skipped` with the reason (conflict, write error). Attempts
-/// removed by another attempt's fix follow that attempt.
-pub fn apply(session: &Session, attempts: &mut [Attempt]) {
-    let mut files: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, attempt) in attempts.iter().enumerate() {
+/// One file to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedWrite {
+    /// Relative to the repository root.
+    pub file: String,
+    /// The sha256 the file had when the run started: the only bytes the fix may replace.
+    pub before_sha256: String,
+    pub after_sha256: String,
+    /// The verified text.
+    pub after: String,
+}
+
+/// How one planned write ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "reason", rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// Written now.
+    Written,
+    /// The file already had the fixed bytes (a resumed run whose write had landed).
+    AlreadyWritten,
+    /// Not written, with why (the file changed during the run, or the write failed).
+    Skipped(String),
+}
+
+impl WriteOutcome {
+    pub fn is_written(&self) -> bool {
+        matches!(self, WriteOutcome::Written | WriteOutcome::AlreadyWritten)
+    }
+}
+
+/// The writes for every file with a verified fix, in path order.
+pub fn plan(session: &Session, attempts: &[Attempt]) -> Vec<PlannedWrite> {
+    let mut files: BTreeSet<&str> = BTreeSet::new();
+    for attempt in attempts {
         if attempt.status == Status::Verified
             && attempt.fixed_by.is_none()
             && let Some(file) = &attempt.file
         {
-            files.entry(file.clone()).or_default().push(i);
+            files.insert(file);
         }
     }
-    for (file, indices) in files {
-        let outcome = write_file(session, &file);
-        for i in indices {
-            match &outcome {
-                Ok(()) => {
-                    attempts[i].status = Status::Healed;
-                }
-                Err(reason) => {
-                    attempts[i].status = Status::Skipped;
-                    attempts[i].reason = Some(reason.clone());
-                }
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let before = session.workspace.recorded_hash(file)?;
+            let after = session.fixed.get(file)?;
+            Some(PlannedWrite {
+                file: file.to_string(),
+                before_sha256: before.to_string(),
+                after_sha256: sha256_hex(after.as_bytes()),
+                after: after.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Performs `writes` in `root`, calling `done` after each one (before the next starts).
+pub fn execute(
+    root: &Path,
+    writes: &[PlannedWrite],
+    done: &mut dyn FnMut(&PlannedWrite, &WriteOutcome),
+) -> BTreeMap<String, WriteOutcome> {
+    let mut outcomes = BTreeMap::new();
+    for write in writes {
+        let outcome = write_file(root, write);
+        done(write, &outcome);
+        outcomes.insert(write.file.clone(), outcome);
+    }
+    outcomes
+}
+
+/// Settles each verified attempt from the outcome of its file's write: `Healed`, or `Skipped`
+/// with the reason (conflict, write error, or no write planned). Attempts removed by another
+/// attempt's fix follow that attempt.
+pub fn settle(attempts: &mut [Attempt], outcomes: &BTreeMap<String, WriteOutcome>) {
+    for attempt in attempts.iter_mut() {
+        if attempt.status != Status::Verified || attempt.fixed_by.is_some() {
+            continue;
+        }
+        match attempt.file.as_ref().and_then(|f| outcomes.get(f)) {
+            Some(outcome) if outcome.is_written() => attempt.status = Status::Healed,
+            Some(WriteOutcome::Skipped(reason)) => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some(reason.clone());
+            }
+            _ => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some("no verified text of its file was kept".into());
             }
         }
     }
@@ -65,19 +137,51 @@ fn settle_followers(attempts: &mut [Attempt]) {
     }
 }
 
-/// Copies one file from the copy to the user's tree if the user's file is unchanged.
-fn write_file(session: &Session, rel: &str) -> Result<(), String> {
-    let real = session.workspace.source().join(rel);
-    let Some(recorded) = session.workspace.recorded_hash(rel) else {
-        return Err(format!("{rel} was not in the working tree at the start"));
+/// Test hook for fault injection: with `AGENCY_TEST_ABORT_AFTER_WRITES=N`, the process aborts
+/// (as a crash or kill -9 would end it) right after the N-th file of a heal is written.
+const ABORT_AFTER_WRITES: &str = "AGENCY_TEST_ABORT_AFTER_WRITES";
+
+/// Writes one file if the user's file still has the bytes recorded at the start.
+fn write_file(root: &Path, write: &PlannedWrite) -> WriteOutcome {
+    let rel = &write.file;
+    let real = root.join(rel);
+    let now = match std::fs::read(&real) {
+        Ok(bytes) => sha256_hex(&bytes),
+        Err(e) => {
+            return WriteOutcome::Skipped(format!("conflict: {rel} changed during the run ({e})"));
+        }
     };
-    let now = std::fs::read(&real)
-        .map_err(|e| format!("conflict: {rel} changed during the run ({e})"))?;
-    if sha256_hex(&now) != recorded {
-        return Err(format!("conflict: {rel} changed during the run"));
+    if now == write.after_sha256 {
+        return WriteOutcome::AlreadyWritten;
     }
-    let Some(fixed) = session.fixed.get(rel) else {
-        return Err(format!("no verified text of {rel} was kept"));
+    if now != write.before_sha256 {
+        return WriteOutcome::Skipped(format!("conflict: {rel} changed during the run"));
+    }
+    // A read-only file says "do not change me": an atomic rename could replace it anyway.
+    if std::fs::metadata(&real).is_ok_and(|m| m.permissions().readonly()) {
+        return WriteOutcome::Skipped(format!(
+            "{rel} is read-only: not written (make it writable and run agency heal again)"
+        ));
+    }
+    match agency_fs::atomic_write(&real, write.after.as_bytes()) {
+        Ok(()) => {
+            abort_if_asked();
+            WriteOutcome::Written
+        }
+        Err(e) => WriteOutcome::Skipped(format!("cannot write {rel}: {e}")),
+    }
+}
+
+fn abort_if_asked() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let Some(limit) = std::env::var(ABORT_AFTER_WRITES)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
     };
-    agency_fs::atomic_write(&real, fixed.as_bytes()).map_err(|e| e.to_string())
+    if WRITES.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+        std::process::abort();
+    }
 }

@@ -34,43 +34,64 @@ pub fn write(
     attempts: &[Attempt],
     all_findings: &[Finding],
 ) -> Result<Vec<PathBuf>> {
-    let dir = root.join(DIR);
+    write_records(root, &records(run_id, verify, attempts, all_findings))
+}
+
+/// The audit records of a run's attempts, secrets redacted, not written yet.
+pub fn records(
+    run_id: &str,
+    verify: Option<&VerifyCommand>,
+    attempts: &[Attempt],
+    all_findings: &[Finding],
+) -> Vec<AuditRecord> {
     let secrets = secret_lines(all_findings);
     let recorded_at = agency_core::contract::format_rfc3339(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     );
-    let mut paths = Vec::with_capacity(attempts.len());
-    for (i, attempt) in attempts.iter().enumerate() {
-        let suite = attempt.verification.suite.as_ref();
-        let record = AuditRecord {
-            version: SCHEMA_VERSION,
-            run_id: run_id.to_string(),
-            attempt: i + 1,
-            finding: redact_finding(&attempt.finding, &secrets),
-            strategy: attempt.strategy.map_or("none", |s| s.as_str()).to_string(),
-            pattern_id: None,
-            confidence: None,
-            diff: redact_diff(&attempt.diff, &secrets),
-            verification: AuditVerification {
-                tests: attempt.verification.tests.as_str().to_string(),
-                command: suite
-                    .map(|s| s.command.clone())
-                    .or_else(|| verify.map(VerifyCommand::display)),
-                exit_code: suite.and_then(|s| s.exit_code),
-                timed_out: suite.is_some_and(|s| s.timed_out),
-                duration_ms: attempt.verification.duration_ms,
-                output: redact(suite.map_or("", |s| s.tail.as_str())),
-                batch: attempt.verification.batch,
-            },
-            status: attempt.status.as_str().to_string(),
-            reason: attempt.reason.clone(),
-            recorded_at: recorded_at.clone(),
-            duration_ms: attempt.duration_ms,
-        };
-        let path = dir.join(format!("{run_id}-{}.json", i + 1));
-        let mut bytes = serde_json::to_vec_pretty(&record)
+    attempts
+        .iter()
+        .enumerate()
+        .map(|(i, attempt)| {
+            let suite = attempt.verification.suite.as_ref();
+            AuditRecord {
+                version: SCHEMA_VERSION,
+                run_id: run_id.to_string(),
+                attempt: i + 1,
+                finding: redact_finding(&attempt.finding, &secrets),
+                strategy: attempt.strategy.map_or("none", |s| s.as_str()).to_string(),
+                pattern_id: None,
+                confidence: None,
+                diff: redact_diff(&attempt.diff, &secrets),
+                verification: AuditVerification {
+                    tests: attempt.verification.tests.as_str().to_string(),
+                    command: suite
+                        .map(|s| s.command.clone())
+                        .or_else(|| verify.map(VerifyCommand::display)),
+                    exit_code: suite.and_then(|s| s.exit_code),
+                    timed_out: suite.is_some_and(|s| s.timed_out),
+                    duration_ms: attempt.verification.duration_ms,
+                    output: redact(suite.map_or("", |s| s.tail.as_str())),
+                    batch: attempt.verification.batch,
+                },
+                status: attempt.status.as_str().to_string(),
+                reason: attempt.reason.clone(),
+                recorded_at: recorded_at.clone(),
+                duration_ms: attempt.duration_ms,
+            }
+        })
+        .collect()
+}
+
+/// Writes records, each atomically to `<run_id>-<attempt>.json` (writing one again replaces
+/// it); returns their paths.
+pub fn write_records(root: &Path, records: &[AuditRecord]) -> Result<Vec<PathBuf>> {
+    let dir = root.join(DIR);
+    let mut paths = Vec::with_capacity(records.len());
+    for record in records {
+        let path = dir.join(format!("{}-{}.json", record.run_id, record.attempt));
+        let mut bytes = serde_json::to_vec_pretty(record)
             .expect("an audit record always serialises: plain strings and numbers");
         bytes.push(b'\n');
         agency_fs::atomic_write(&path, &bytes).map_err(|source| Error::Audit {

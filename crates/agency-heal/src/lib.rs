@@ -6,8 +6,10 @@
 //! The order of a run: [`start`] (copy the tree, run the suite once on the untouched copy) →
 //! [`attempt_all`] (one fix at a time: apply in the copy, check that it parses and re-scans
 //! clean; then the suite once for all of them, bisecting when it fails ([`batch`]), or once per
-//! fix without batching) → [`apply::apply`] (write the verified files to the user's tree) →
-//! [`audit::write`].
+//! fix without batching; fixes that need a human are verified one by one afterwards and end
+//! `PendingApproval`, kept by [`approvals`]) → [`apply::plan`], journaled ([`journal`]) →
+//! [`apply::execute`] (write the verified files to the user's tree, each outcome journaled) →
+//! [`apply::settle`] → the audit records ([`audit`]) → the journal is removed.
 //! [`propose`] is the dry run: the fixes as diffs, nothing written anywhere.
 
 pub mod apply;
@@ -16,6 +18,7 @@ pub mod audit;
 pub mod batch;
 pub mod control;
 pub mod diff;
+pub mod journal;
 pub mod strategy;
 pub mod verify;
 pub mod workspace;
@@ -24,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use agency_core::contract::{Finding, Priority};
+use agency_core::contract::Finding;
 use agency_scan::ScanSettings;
 use agency_scan::finding::ScannedFinding;
 
@@ -92,7 +95,7 @@ pub struct HealSettings {
 /// Where a heal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Passed verification in the copy; not written to the user's tree yet. [`apply::apply`]
+    /// Passed verification in the copy; not written to the user's tree yet. [`apply::settle`]
     /// turns it into `Healed` or `Skipped` (conflict); a declined run turns it into `Skipped`.
     Verified,
     Healed,
@@ -250,7 +253,7 @@ pub struct Session {
     pub notes: Vec<String>,
     /// Suite runs so far, the baseline included.
     pub suite_runs: usize,
-    /// The verified text of each file with a kept fix: what [`apply::apply`] writes. Kept here,
+    /// The verified text of each file with a kept fix: what [`apply::plan`] writes. Kept here,
     /// not read back from the copy, where a test could have changed the file.
     pub(crate) fixed: BTreeMap<String, String>,
 }
@@ -526,17 +529,4 @@ pub fn propose(settings: &HealSettings, findings: &[ScannedFinding]) -> Vec<Atte
             }
         })
         .collect()
-}
-
-/// The findings that remain after the run: every finding whose heal did not end `healed`.
-pub fn remaining(attempts: &[Attempt]) -> impl Iterator<Item = &Finding> + '_ {
-    attempts
-        .iter()
-        .filter(|a| a.status != Status::Healed)
-        .map(|a| &a.finding)
-}
-
-/// True when a finding at or above `fail_on` remains.
-pub fn fails(attempts: &[Attempt], fail_on: Priority) -> bool {
-    remaining(attempts).any(|f| f.priority <= fail_on)
 }
