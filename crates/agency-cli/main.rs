@@ -9,6 +9,7 @@ mod approvals;
 mod config;
 mod heal;
 mod healing;
+mod llm;
 mod output;
 mod patterns;
 mod serve;
@@ -85,6 +86,9 @@ enum Command {
     /// or reject.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Generated (LLM) fixes: this month's spend against the budget.
+    #[command(subcommand)]
+    Llm(llm::LlmCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Scan(args)) => heal::run_bench(&home, &args),
         Command::Healing(cmd) => healing::run(&home, &cmd),
         Command::Approvals(cmd) => approvals::run(&home, &cmd),
+        Command::Llm(cmd) => llm::run(&home, &cmd),
     };
     match result {
         Ok(status) => status.into(),

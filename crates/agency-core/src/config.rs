@@ -38,12 +38,26 @@ pub struct ConfigError {
 }
 
 /// Every option a repository may set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
     pub verify: Option<VerifyOptions>,
     pub patterns: Option<PatternsOptions>,
     pub scan: Option<ScanOptions>,
+    pub heal: Option<HealOptions>,
+    /// `[llm]`: the generated-fix tier, checked by `agency_llm::LlmConfig::from_table`.
+    pub llm: Option<toml::Table>,
+}
+
+/// `[heal]`: how a heal run works.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealOptions {
+    /// Verify the fixes that pass their cheap checks with one test run, bisecting when it
+    /// fails (default true); `false` runs the tests once per fix.
+    pub batch: Option<bool>,
+    /// How many fixes are made and checked at once (default 5).
+    pub max_concurrent: Option<usize>,
 }
 
 /// `[verify]`: how a heal is proven.
