@@ -337,8 +337,10 @@ fn batching_verifies_many_fixes_with_fewer_suite_runs_and_the_same_outcome() {
         heal_json(single.path(), &["--yes", "--tools", "ruff", "--no-batch"]);
     assert_eq!(code, 1, "{doc_single:#}\n{stderr}");
 
+    // Batched, fixes of different files are made on five workers; one by one, on one.
     let outcome = statuses(&doc_batched);
     assert_eq!(outcome, statuses(&doc_single));
+    assert_eq!(user_files(batched.path()), user_files(single.path()));
     let rolled_back: Vec<_> = outcome.iter().filter(|h| h.3 == "rolled_back").collect();
     assert_eq!(
         rolled_back,

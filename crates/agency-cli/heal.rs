@@ -557,12 +557,24 @@ fn heal_settings(
                 .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
         )
     })?;
+    let heal_options = loaded.options.heal.clone().unwrap_or_default();
+    let max_concurrent = heal_options.max_concurrent.unwrap_or(5);
+    if max_concurrent == 0 {
+        bail!(
+            "`[heal] max_concurrent` is 0 in {}: set it to 1 or more (default 5)",
+            loaded
+                .file
+                .as_ref()
+                .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+        );
+    }
     let heal_settings = agency_heal::HealSettings {
         scan: scan_settings,
         verify,
         unsafe_fixes: args.unsafe_fixes,
         require_green: args.require_green,
-        batch: !args.no_batch,
+        batch: !args.no_batch && heal_options.batch.unwrap_or(true),
+        max_concurrent,
     };
     Ok((heal_settings, fail_on))
 }

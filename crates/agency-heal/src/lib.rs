@@ -19,12 +19,14 @@ pub mod batch;
 pub mod control;
 pub mod diff;
 pub mod journal;
+pub mod schedule;
 pub mod strategy;
 pub mod verify;
 pub mod workspace;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use agency_core::contract::Finding;
@@ -90,6 +92,8 @@ pub struct HealSettings {
     /// Verify the fixes that pass their cheap checks with one suite run, bisecting when it
     /// fails; `false`: one suite run per fix.
     pub batch: bool,
+    /// How many files' fixes are made and checked at once (with batching; without it, one).
+    pub max_concurrent: usize,
 }
 
 /// Where a heal stands.
@@ -258,6 +262,29 @@ pub struct Session {
     pub(crate) fixed: BTreeMap<String, String>,
 }
 
+/// What making and checking one fix needs of a run: the copy, the verify command and the
+/// suite before any fix (shared), and the verified texts and suite-run count (the caller's:
+/// a run's, or a worker's own while fixes of different files are made in parallel).
+pub(crate) struct Ctx<'a> {
+    pub workspace: &'a Workspace,
+    pub verify: Option<&'a VerifyCommand>,
+    pub baseline: Option<&'a SuiteRun>,
+    pub fixed: &'a mut BTreeMap<String, String>,
+    pub suite_runs: &'a mut usize,
+}
+
+impl Session {
+    pub(crate) fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            workspace: &self.workspace,
+            verify: self.verify.as_ref(),
+            baseline: self.baseline.as_ref(),
+            fixed: &mut self.fixed,
+            suite_runs: &mut self.suite_runs,
+        }
+    }
+}
+
 /// Copies the working tree and runs the suite once on the untouched copy.
 pub fn start(settings: &HealSettings, progress: &dyn Fn(Progress)) -> Result<Session> {
     let workspace = Workspace::create(&settings.scan.root)?;
@@ -301,111 +328,84 @@ pub fn start(settings: &HealSettings, progress: &dyn Fn(Progress)) -> Result<Ses
     Ok(session)
 }
 
-/// Tries every finding, one at a time, in the private copy. Fixes that pass their cheap checks
-/// stay in the copy (later fixes build on them); failed ones are restored there. The suite then
-/// runs once for all the kept fixes, bisecting to the ones that break it ([`batch::settle`]),
-/// or, without batching, once per fix as it is made. Nothing is written to the user's tree.
+/// Tries every finding in the private copy. Each file's findings are a chain made one after
+/// the other on one worker, and chains run on up to `max_concurrent` workers in import order
+/// ([`schedule`]). Fixes that pass their cheap checks stay in the copy (later fixes of their
+/// file build on them); failed ones are restored there. The suite then runs once for all the
+/// kept fixes, bisecting to the ones that break it ([`batch::settle`]), or, without batching,
+/// once per fix as it is made (then on one worker: the suite runs in the one copy). Fixes that
+/// need a human are made last, one by one, on what the kept fixes left. Nothing is written to
+/// the user's tree.
 pub fn attempt_all(
     session: &mut Session,
     settings: &HealSettings,
     findings: &[ScannedFinding],
-    progress: &dyn Fn(Progress),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<Attempt> {
-    let mut attempts: Vec<Attempt> = Vec::with_capacity(findings.len());
-    // The current findings of each touched file in the copy, from a scan of that file alone
-    // (the yardstick a re-scan after a fix is compared with), and their fresh fixes.
-    let mut current: HashMap<String, Vec<ScannedFinding>> = HashMap::new();
-    let mut fixed_by: HashMap<String, usize> = HashMap::new();
-    // Ids hash a line's text: when a kept fix rewrites a line, the other findings on it get
-    // new ids. Original id → id in the copy now.
-    let mut alias: HashMap<String, String> = HashMap::new();
     let total = findings.len();
     let batching = settings.batch && session.verify.is_some();
+    let chains = schedule::chains(findings);
+    let files: Vec<String> = chains.keys().cloned().collect();
+    let file_refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    let deps = schedule::dependencies(session.workspace.root(), &file_refs);
+    let workers = if batching {
+        settings.max_concurrent.max(1)
+    } else {
+        1
+    };
+    let started = AtomicUsize::new(0);
+    let outcomes = {
+        let shared = Shared {
+            workspace: &session.workspace,
+            verify: session.verify.as_ref(),
+            baseline: session.baseline.as_ref(),
+        };
+        schedule::run(&files, &deps, workers, &|file: &str| {
+            run_chain(
+                &shared,
+                settings,
+                findings,
+                &chains[file],
+                batching,
+                &started,
+                total,
+                progress,
+            )
+        })
+    };
+    let mut slots: Vec<Option<Attempt>> = vec![None; total];
     let mut pending: Vec<batch::Pending> = Vec::new();
     let mut deferred: Vec<(usize, Strategy, String)> = Vec::new();
-    for (index, scanned) in findings.iter().enumerate() {
-        let finding = &scanned.finding;
-        let started = Instant::now();
-        if let Some(&by) = fixed_by.get(&finding.id) {
-            let earlier = &attempts[by].finding;
-            let mut attempt = Attempt::without_fix(
-                finding,
-                Status::Verified,
-                format!(
-                    "removed by the fix of {} at {}:{}",
-                    earlier.rule, earlier.file, earlier.line
-                ),
-            );
-            attempt.strategy = attempts[by].strategy;
-            attempt.file = Some(finding.file.clone());
-            attempt.fixed_by = Some(by);
-            attempts.push(attempt);
-            continue;
+    let mut alias: HashMap<String, String> = HashMap::new();
+    let mut fixed_by: HashMap<String, usize> = HashMap::new();
+    for outcome in outcomes {
+        for (index, attempt) in outcome.attempts {
+            slots[index] = Some(attempt);
         }
-        let decision = strategy::choose(scanned, settings.unsafe_fixes);
-        let strategy = match decision {
-            strategy::Decision::Fix(strategy) => strategy,
-            strategy::Decision::Approve(strategy, reason) => {
-                // Verified after the batch, on the text the run's kept fixes leave, and never
-                // kept in the copy.
-                deferred.push((index, strategy, reason));
-                attempts.push(Attempt::without_fix(
-                    finding,
-                    Status::Skipped,
-                    "waits for the run's other fixes".into(),
-                ));
-                continue;
-            }
-            other => {
-                attempts.push(other.into_attempt(finding));
-                continue;
-            }
-        };
-        progress(Progress::Attempt {
-            index: index + 1,
-            total,
-            rule: finding.rule.clone(),
-            file: finding.file.clone(),
-            line: finding.line,
-        });
-        let current_id = alias.get(&finding.id).unwrap_or(&finding.id).clone();
-        let (mut attempt, yardstick, before) = verify::attempt(
-            session,
-            settings,
-            scanned,
-            &current_id,
-            strategy,
-            &mut current,
-            !batching,
-            progress,
-        );
-        if batching
-            && let Some(before) = before
-            && let Some(after) = session.fixed.get(&finding.file)
-        {
-            pending.push(batch::Pending {
-                attempt: index,
-                file: finding.file.clone(),
-                before,
-                after: after.clone(),
-            });
+        pending.extend(outcome.pending);
+        deferred.extend(outcome.deferred);
+        alias.extend(outcome.alias);
+        fixed_by.extend(outcome.fixed_by);
+        session.suite_runs += outcome.suite_runs;
+        if let Some(text) = outcome.fixed {
+            session.fixed.insert(outcome.file, text);
         }
-        if attempt.status == Status::Verified
-            && let Some(after) = current.get(&finding.file)
-        {
-            follow(
-                &findings[index + 1..],
-                &finding.file,
-                &yardstick,
-                after,
-                index,
-                &mut alias,
-                &mut fixed_by,
-            );
-        }
-        attempt.duration_ms = started.elapsed().as_millis() as u64;
-        attempts.push(attempt);
     }
+    let mut attempts: Vec<Attempt> = slots
+        .into_iter()
+        .zip(findings)
+        .map(|(slot, scanned)| {
+            slot.unwrap_or_else(|| {
+                Attempt::without_fix(
+                    &scanned.finding,
+                    Status::Failed,
+                    "agency lost this attempt (an internal error): nothing was written".into(),
+                )
+            })
+        })
+        .collect();
+    // The batch's files in the order their fixes were made, as `batch::settle` expects.
+    pending.sort_by_key(|p| p.attempt);
     if !pending.is_empty() {
         let started = Instant::now();
         batch::settle(session, &mut attempts, &pending, progress);
@@ -415,26 +415,15 @@ pub fn attempt_all(
             attempts[p.attempt].duration_ms += share;
         }
     }
+    deferred.sort_by_key(|d| d.0);
     for (index, strategy, reason) in deferred {
         let scanned = &findings[index];
         if let Some(&by) = fixed_by.get(&scanned.finding.id) {
-            let earlier = &attempts[by];
-            let mut attempt = Attempt::without_fix(
-                &scanned.finding,
-                Status::Verified,
-                format!(
-                    "removed by the fix of {} at {}:{}",
-                    earlier.finding.rule, earlier.finding.file, earlier.finding.line
-                ),
-            );
-            attempt.strategy = earlier.strategy;
-            attempt.file = Some(scanned.finding.file.clone());
-            attempt.fixed_by = Some(by);
-            attempts[index] = attempt;
+            attempts[index] = removed_by(&scanned.finding, &attempts[by], by);
             continue;
         }
         progress(Progress::Attempt {
-            index: index + 1,
+            index: started.fetch_add(1, Ordering::Relaxed) + 1,
             total,
             rule: scanned.finding.rule.clone(),
             file: scanned.finding.file.clone(),
@@ -465,12 +454,174 @@ pub fn attempt_all(
     attempts
 }
 
+/// What every worker shares: the copy, the verify command and the suite before any fix.
+struct Shared<'a> {
+    workspace: &'a Workspace,
+    verify: Option<&'a VerifyCommand>,
+    baseline: Option<&'a SuiteRun>,
+}
+
+/// What one file's chain produced.
+struct ChainOutcome {
+    file: String,
+    attempts: Vec<(usize, Attempt)>,
+    pending: Vec<batch::Pending>,
+    deferred: Vec<(usize, Strategy, String)>,
+    alias: HashMap<String, String>,
+    fixed_by: HashMap<String, usize>,
+    /// The file's verified text after the chain's kept fixes.
+    fixed: Option<String>,
+    suite_runs: usize,
+}
+
+/// The attempt of a finding that an earlier fix removed: it ends as that fix does.
+fn removed_by(finding: &Finding, earlier: &Attempt, by: usize) -> Attempt {
+    let mut attempt = Attempt::without_fix(
+        finding,
+        Status::Verified,
+        format!(
+            "removed by the fix of {} at {}:{}",
+            earlier.finding.rule, earlier.finding.file, earlier.finding.line
+        ),
+    );
+    attempt.strategy = earlier.strategy;
+    attempt.file = Some(finding.file.clone());
+    attempt.fixed_by = Some(by);
+    attempt
+}
+
+/// Makes and checks the fixes of one file, one after the other (see [`attempt_all`]).
+#[allow(clippy::too_many_arguments)]
+fn run_chain(
+    shared: &Shared<'_>,
+    settings: &HealSettings,
+    findings: &[ScannedFinding],
+    chain: &[usize],
+    batching: bool,
+    started_count: &AtomicUsize,
+    total: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> ChainOutcome {
+    let file = findings[chain[0]].finding.file.clone();
+    let mut fixed: BTreeMap<String, String> = BTreeMap::new();
+    let mut suite_runs = 0;
+    // The current findings of the file in the copy, from a scan of that file alone (the
+    // yardstick a re-scan after a fix is compared with), and their fresh fixes.
+    let mut current: HashMap<String, Vec<ScannedFinding>> = HashMap::new();
+    let mut fixed_by: HashMap<String, usize> = HashMap::new();
+    // Ids hash a line's text: when a kept fix rewrites a line, the other findings on it get
+    // new ids. Original id → id in the copy now.
+    let mut alias: HashMap<String, String> = HashMap::new();
+    let mut attempts: Vec<(usize, Attempt)> = Vec::with_capacity(chain.len());
+    let mut pending = Vec::new();
+    let mut deferred = Vec::new();
+    for (pos, &index) in chain.iter().enumerate() {
+        let scanned = &findings[index];
+        let finding = &scanned.finding;
+        let started = Instant::now();
+        if let Some(&by) = fixed_by.get(&finding.id) {
+            let earlier = attempts
+                .iter()
+                .find(|(i, _)| *i == by)
+                .map(|(_, a)| a)
+                .expect("a finding is removed by an earlier attempt of its own chain");
+            let attempt = removed_by(finding, earlier, by);
+            attempts.push((index, attempt));
+            continue;
+        }
+        let strategy = match strategy::choose(scanned, settings.unsafe_fixes) {
+            strategy::Decision::Fix(strategy) => strategy,
+            strategy::Decision::Approve(strategy, reason) => {
+                // Made after the batch, on the text the run's kept fixes leave, and never
+                // kept in the copy.
+                deferred.push((index, strategy, reason));
+                attempts.push((
+                    index,
+                    Attempt::without_fix(
+                        finding,
+                        Status::Skipped,
+                        "waits for the run's other fixes".into(),
+                    ),
+                ));
+                continue;
+            }
+            other => {
+                attempts.push((index, other.into_attempt(finding)));
+                continue;
+            }
+        };
+        progress(Progress::Attempt {
+            index: started_count.fetch_add(1, Ordering::Relaxed) + 1,
+            total,
+            rule: finding.rule.clone(),
+            file: finding.file.clone(),
+            line: finding.line,
+        });
+        let current_id = alias.get(&finding.id).unwrap_or(&finding.id).clone();
+        let mut ctx = Ctx {
+            workspace: shared.workspace,
+            verify: shared.verify,
+            baseline: shared.baseline,
+            fixed: &mut fixed,
+            suite_runs: &mut suite_runs,
+        };
+        let (mut attempt, yardstick, before) = verify::attempt(
+            &mut ctx,
+            settings,
+            scanned,
+            &current_id,
+            strategy,
+            &mut current,
+            !batching,
+            progress,
+        );
+        if batching
+            && let Some(before) = before
+            && let Some(after) = fixed.get(&finding.file)
+        {
+            pending.push(batch::Pending {
+                attempt: index,
+                file: finding.file.clone(),
+                before,
+                after: after.clone(),
+            });
+        }
+        if attempt.status == Status::Verified
+            && let Some(after) = current.get(&finding.file)
+        {
+            let later: Vec<&ScannedFinding> =
+                chain[pos + 1..].iter().map(|&i| &findings[i]).collect();
+            follow(
+                &later,
+                &finding.file,
+                &yardstick,
+                after,
+                index,
+                &mut alias,
+                &mut fixed_by,
+            );
+        }
+        attempt.duration_ms = started.elapsed().as_millis() as u64;
+        attempts.push((index, attempt));
+    }
+    ChainOutcome {
+        fixed: fixed.remove(&file),
+        file,
+        attempts,
+        pending,
+        deferred,
+        alias,
+        fixed_by,
+        suite_runs,
+    }
+}
+
 /// After a kept fix in `file`, the later findings of the run in that file that the scan of the
 /// file before the fix reported: one whose id is still reported is unchanged; one whose id
 /// vanished but whose (rule, message) shows up under a new id moved (its line was rewritten)
 /// and is followed under that id; any other was removed by the fix (`fixed_by`).
 fn follow(
-    later: &[ScannedFinding],
+    later: &[&ScannedFinding],
     file: &str,
     before: &[ScannedFinding],
     after: &[ScannedFinding],

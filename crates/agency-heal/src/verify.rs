@@ -20,7 +20,8 @@ use nix::unistd::Pid;
 use crate::strategy::{self, Strategy};
 use crate::workspace::sha256_hex;
 use crate::{
-    Attempt, Error, HealSettings, Progress, Proposal, Result, Session, Status, Tests, Verification,
+    Attempt, Ctx, Error, HealSettings, Progress, Proposal, Result, Session, Status, Tests,
+    Verification,
 };
 
 /// How long a verify command may run when `[verify] timeout_s` is not set.
@@ -446,7 +447,7 @@ fn syntax_errors(rel: &str, text: &str) -> usize {
 /// kept, the file's text before it.
 #[allow(clippy::too_many_arguments)] // the run's state, passed apart to borrow it apart
 pub(crate) fn attempt(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     settings: &HealSettings,
     scanned: &ScannedFinding,
     current_id: &str,
@@ -469,9 +470,9 @@ pub(crate) fn attempt(
         duration_ms: 0,
         proposal: None,
     };
-    let copy = session.workspace.root().to_path_buf();
+    let copy = ctx.workspace.root().to_path_buf();
     let path = copy.join(&rel);
-    if !session.workspace.is_regular(&rel) {
+    if !ctx.workspace.is_regular(&rel) {
         attempt.status = Status::Skipped;
         attempt.reason = Some(format!(
             "{rel} is not a regular file of the working tree (a symlink or not copied)"
@@ -480,7 +481,7 @@ pub(crate) fn attempt(
     }
     // The file's text: as verified so far, else as copied (checked against the snapshot, since
     // the suite run before any fix could have changed the copy).
-    let before = if let Some(text) = session.fixed.get(&rel) {
+    let before = if let Some(text) = ctx.fixed.get(&rel) {
         text.clone()
     } else {
         let bytes = match std::fs::read(&path) {
@@ -490,7 +491,7 @@ pub(crate) fn attempt(
                 return (attempt, Vec::new(), None);
             }
         };
-        if session.workspace.recorded_hash(&rel) != Some(sha256_hex(&bytes).as_str()) {
+        if ctx.workspace.recorded_hash(&rel) != Some(sha256_hex(&bytes).as_str()) {
             attempt.reason = Some(format!(
                 "the verify command changed {rel} in the private copy; not fixing it"
             ));
@@ -556,7 +557,7 @@ pub(crate) fn attempt(
         return (attempt, yardstick, None);
     }
     let verdict = check(
-        session,
+        ctx,
         settings,
         &rel,
         &before,
@@ -578,7 +579,7 @@ pub(crate) fn attempt(
             attempt.verification.suite = suite;
             attempt.status = Status::Verified;
             current.insert(rel.clone(), rescan);
-            session.fixed.insert(rel, after);
+            ctx.fixed.insert(rel, after);
             return (attempt, yardstick, Some(before));
         }
         Check::Rejected {
@@ -587,8 +588,7 @@ pub(crate) fn attempt(
             failed,
         } => {
             if let Some(suite) = &suite {
-                attempt.verification.tests = if suite.acceptable_against(session.baseline.as_ref())
-                {
+                attempt.verification.tests = if suite.acceptable_against(ctx.baseline) {
                     Tests::Passed
                 } else {
                     Tests::Failed
@@ -633,7 +633,7 @@ pub(crate) fn propose_for_approval(
     // A fresh scan of the file: the batch may have rolled back fixes since its last scan.
     let mut current = HashMap::new();
     let (mut attempt, _, before) = attempt(
-        session,
+        &mut session.ctx(),
         settings,
         scanned,
         current_id,
@@ -705,7 +705,15 @@ pub(crate) fn reverify(
         return attempt;
     }
     let verdict = check(
-        session, settings, rel, &before, after, &yardstick, finding, true, progress,
+        &mut session.ctx(),
+        settings,
+        rel,
+        &before,
+        after,
+        &yardstick,
+        finding,
+        true,
+        progress,
     );
     attempt.verification.duration_ms = started.elapsed().as_millis() as u64;
     match verdict {
@@ -756,7 +764,7 @@ enum Check {
 
 #[allow(clippy::too_many_arguments)]
 fn check(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     settings: &HealSettings,
     rel: &str,
     before: &str,
@@ -774,7 +782,7 @@ fn check(
     if syntax_errors(rel, after) > syntax_errors(rel, before) {
         return reject(format!("the fix leaves {rel} with a syntax error"));
     }
-    let copy = session.workspace.root().to_path_buf();
+    let copy = ctx.workspace.root().to_path_buf();
     let rescan = match scan_file(settings, &copy, rel) {
         Ok(findings) => findings,
         Err(e) => {
@@ -808,7 +816,7 @@ fn check(
             new.rule, new.file, new.line, new.message
         ));
     }
-    let Some(command) = session.verify.clone().filter(|_| suite) else {
+    let Some(command) = ctx.verify.cloned().filter(|_| suite) else {
         return Check::Kept {
             rescan,
             suite: None,
@@ -825,8 +833,8 @@ fn check(
             };
         }
     };
-    session.suite_runs += 1;
-    if suite.acceptable_against(session.baseline.as_ref()) {
+    *ctx.suite_runs += 1;
+    if suite.acceptable_against(ctx.baseline) {
         Check::Kept {
             rescan,
             suite: Some(suite),

@@ -96,6 +96,23 @@ impl ImportGraph {
         ImportGraph { modules, edges }
     }
 
+    /// The graph by file: each file → the files it imports when it is imported.
+    pub fn file_edges(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.edges
+            .iter()
+            .filter_map(|(from, targets)| {
+                let file = self.modules.get(from)?;
+                let to = targets
+                    .keys()
+                    .filter_map(|t| self.modules.get(t))
+                    .filter(|t| *t != file)
+                    .cloned()
+                    .collect();
+                Some((file.clone(), to))
+            })
+            .collect()
+    }
+
     /// The top-level names of the project's modules and packages, sorted.
     pub fn top_level(&self) -> Vec<String> {
         let set: BTreeSet<String> = self
