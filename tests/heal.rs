@@ -440,3 +440,34 @@ fn a_fix_made_on_top_of_a_breaking_one_is_rolled_back_with_it_when_batched() {
         CART_HEALED
     );
 }
+
+#[test]
+fn ruff_format_formats_last_what_the_other_fixes_leave() {
+    let repo = git_fixture("fixtures/heal-format");
+    let root = repo.path();
+    let (code, doc, stderr) = heal_json(root, &["--yes", "--tools", "ruff"]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    let heals = doc["heals"].as_array().unwrap();
+    let rules: Vec<(&str, &str)> = heals
+        .iter()
+        .map(|h| {
+            (
+                h["finding"]["rule"].as_str().unwrap(),
+                h["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(rules.contains(&("F401", "healed")), "{doc:#}");
+    assert!(rules.contains(&("format", "healed")), "{doc:#}");
+    // What is left is exactly ruff's formatting of the file without the import.
+    let healed = std::fs::read_to_string(root.join("shop/prices.py")).unwrap();
+    assert!(!healed.contains("import os"), "{healed}");
+    let (code, stdout, stderr) = run(std::process::Command::new(home().join("venv/bin/ruff"))
+        .current_dir(root)
+        .args(["format", "--diff", "shop/prices.py"]));
+    assert_eq!(code, 0, "ruff would still format it:\n{stdout}{stderr}");
+    assert_eq!(
+        healed,
+        "\"\"\"Prices with tax.\"\"\"\n\nRATES = {\"standard\": 0.2, \"reduced\": 0.05}\n\n\ndef with_tax(price: float, kind: str = \"standard\") -> float:\n    \"\"\"The price with the kind's tax rate.\"\"\"\n    return round(price * (1 + RATES[kind]), 2)\n"
+    );
+}

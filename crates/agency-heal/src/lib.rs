@@ -404,8 +404,10 @@ pub fn attempt_all(
             })
         })
         .collect();
-    // The batch's files in the order their fixes were made, as `batch::settle` expects.
-    pending.sort_by_key(|p| p.attempt);
+    // By file, for a run that does not depend on which worker finished first; within a file,
+    // in the order its fixes were made (each built on the one before), as `batch::settle`
+    // expects: a stable sort keeps it.
+    pending.sort_by(|a, b| a.file.cmp(&b.file));
     if !pending.is_empty() {
         let started = Instant::now();
         batch::settle(session, &mut attempts, &pending, progress);

@@ -1,7 +1,7 @@
 //! Making and checking fixes in parallel, in dependency order (issue 6, "Parallelism").
 //!
 //! The unit of work is a file's **chain**: every finding of one file, import fixes first, then
-//! in line order. A chain runs on one worker from start to end, so the fixes of one file are
+//! in line order, `ruff format` last. A chain runs on one worker from start to end, so the fixes of one file are
 //! made one after the other on the text the previous one left: overlapping edits are never
 //! applied together, and a file is never written by two workers. Every fix changes one file
 //! today; a fix that changes several would hold all their chains.
@@ -26,8 +26,15 @@ pub fn chains(findings: &[ScannedFinding]) -> BTreeMap<String, Vec<usize>> {
         chains.entry(f.finding.file.clone()).or_default().push(i);
     }
     for chain in chains.values_mut() {
-        // Stable: among imports and among the rest, the scan's order stays.
-        chain.sort_by_key(|&i| findings[i].finding.category != "import");
+        // Stable: within each group the scan's order stays. Formatting comes last: its edits
+        // span the file, and it formats what the other fixes leave.
+        chain.sort_by_key(|&i| {
+            let f = &findings[i].finding;
+            (
+                f.rule == agency_scan::tools::ruff::FORMAT_RULE,
+                f.category != "import",
+            )
+        });
     }
     chains
 }
@@ -255,14 +262,17 @@ mod tests {
             f.finding.line = line;
             f
         };
+        let mut format = finding("a.py", "style", 1);
+        format.finding.rule = "format".into();
         let findings = vec![
+            format,
             finding("a.py", "style", 1),
             finding("b.py", "style", 1),
             finding("a.py", "import", 9),
             finding("a.py", "style", 5),
         ];
         let chains = chains(&findings);
-        assert_eq!(chains["a.py"], [2, 0, 3]);
-        assert_eq!(chains["b.py"], [1]);
+        assert_eq!(chains["a.py"], [3, 1, 4, 0]);
+        assert_eq!(chains["b.py"], [2]);
     }
 }
