@@ -266,3 +266,67 @@ fn no_space_to_write_fails_with_a_message_and_loses_nothing() {
     assert!(stderr.contains("agency: error:"), "{stderr}");
     assert_eq!(user_files(root), before);
 }
+
+#[test]
+fn sigterm_or_ctrl_c_kills_the_tests_and_removes_the_copy() {
+    let home = private_home();
+    let repo = git_fixture("fixtures/heal");
+    let root = repo.path();
+    std::fs::write(
+        root.join("agency.toml"),
+        "[verify]\ncommand = \"sh -c 'sleep 120'\"\ntimeout_s = 300\n",
+    )
+    .unwrap();
+    let before = user_files(root);
+    let mut heal = agency_at(home.path())
+        .current_dir(root)
+        .args(["heal", "--yes", "--json", "--tools", "ruff"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = wait_for_tests(home.path(), &mut heal);
+    let copy_dirs = |group: i64| -> Vec<String> {
+        // The copy is the tests' working directory.
+        std::fs::read_link(format!("/proc/{group}/cwd"))
+            .map(|p| vec![p.display().to_string()])
+            .unwrap_or_default()
+    };
+    let copy = copy_dirs(group);
+    assert_eq!(copy.len(), 1, "the tests run in the private copy");
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &heal.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = heal.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tests' process group is gone, and so is the copy.
+    let alive = || {
+        std::process::Command::new("kill")
+            .args(["-0", "--", &format!("-{group}")])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    // Killed processes linger a moment until they are reaped.
+    let waited = Instant::now();
+    while alive() && waited.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(), "the tests still run");
+    assert!(!Path::new(&copy[0]).exists(), "{} is left", copy[0]);
+    assert_eq!(user_files(root), before);
+}

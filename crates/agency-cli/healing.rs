@@ -219,10 +219,28 @@ impl RunWatch {
             copy: Arc::clone(&copy),
             done: Arc::clone(&done),
         };
+        let interrupted = Arc::new(AtomicBool::new(false));
+        watch_signals(Arc::clone(&interrupted));
         std::thread::spawn(move || {
             let mut recorded: Option<i32> = None;
             while !done.load(Ordering::Acquire) {
                 let groups = agency_heal::control::child_test_groups();
+                if interrupted.load(Ordering::Acquire) {
+                    // Ctrl-C or SIGTERM: the tests run in their own process groups, so the
+                    // terminal's signal never reaches them; kill them, then end as a stop does.
+                    agency_heal::control::kill_groups(&groups);
+                    let _writing = gate.lock();
+                    if let Ok(copy) = copy.lock()
+                        && let Some(dir) = copy.as_ref()
+                    {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    drop(guard);
+                    eprintln!(
+                        "agency: error: interrupted; the running tests were killed and nothing more was written (a run whose fixes were being written is finished by `agency heal --resume`)"
+                    );
+                    std::process::exit(130);
+                }
                 if control.is_stopped() {
                     agency_heal::control::kill_groups(&groups);
                     // A write to the user's tree in progress finishes first.
@@ -265,6 +283,31 @@ impl RunWatch {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Sets `flag` on SIGINT or SIGTERM (from then on they no longer end the process at once: the
+/// watcher ends it after cleaning up).
+fn watch_signals(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        });
+    });
 }
 
 impl Drop for RunWatch {
