@@ -471,3 +471,32 @@ fn ruff_format_formats_last_what_the_other_fixes_leave() {
         "\"\"\"Prices with tax.\"\"\"\n\nRATES = {\"standard\": 0.2, \"reduced\": 0.05}\n\n\ndef with_tax(price: float, kind: str = \"standard\") -> float:\n    \"\"\"The price with the kind's tax rate.\"\"\"\n    return round(price * (1 + RATES[kind]), 2)\n"
     );
 }
+
+#[test]
+fn bench_heal_measures_both_modes_on_copies_and_writes_nothing() {
+    let repo = git_fixture("fixtures/heal-batch");
+    let root = repo.path();
+    let before = user_files(root);
+    let (code, stdout, stderr) = run(agency()
+        .args(["bench", "heal", "--json", "--tools", "ruff"])
+        .arg(root));
+    assert_eq!(code, 0, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let modes = doc["modes"].as_array().unwrap();
+    assert_eq!(modes[0]["mode"], "batched");
+    assert_eq!(modes[1]["mode"], "one_run_per_fix");
+    for m in modes {
+        assert_eq!(m["healed"], 11, "{m:#}");
+        assert_eq!(m["rolled_back"], 1, "{m:#}");
+        assert_eq!(m["heal_latency"]["samples"], 11, "{m:#}");
+    }
+    // One run before any fix plus one per fix, against the batch and its bisection.
+    assert_eq!(modes[1]["suite_runs"], 13);
+    assert!(
+        modes[0]["suite_runs"].as_u64().unwrap() < 13,
+        "{:#}",
+        modes[0]
+    );
+    assert!(doc["suite_run_ratio"].as_f64().unwrap() > 1.0);
+    assert_eq!(user_files(root), before);
+}

@@ -118,6 +118,20 @@ pub struct ScanBenchArgs {
     paths: Vec<PathBuf>,
 }
 
+/// `agency bench heal`.
+#[derive(Debug, Args)]
+pub struct HealBenchArgs {
+    /// External tools to include (default: ruff,mypy,bandit); `none` times only agency's own.
+    #[arg(long, value_delimiter = ',', value_name = "TOOLS")]
+    tools: Option<Vec<String>>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The repository to measure (default: the one around the working directory); it is
+    /// copied, never written.
+    path: Option<PathBuf>,
+}
+
 /// Flags of a plain full scan, for commands that scan on their own terms.
 fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs {
     HealArgs {
@@ -577,6 +591,75 @@ fn heal_settings(
         max_concurrent,
     };
     Ok((heal_settings, fail_on))
+}
+
+pub fn run_heal_bench(home: &Path, args: &HealBenchArgs) -> Result<ExitStatus> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // A path names the repository itself; without one, the repository around the working
+    // directory.
+    let root = match &args.path {
+        Some(path) => std::fs::canonicalize(cwd.join(path))
+            .with_context(|| format!("cannot use {} as the repository", path.display()))?,
+        None => config::find_root(&cwd),
+    };
+    let mut plain = plain_scan_args(args.tools.clone(), Vec::new());
+    plain.scan = false;
+    let (settings, _) = heal_settings(home, &root, &plain)?;
+    let report = agency_heal::bench::run(&settings, &|step: &str| {
+        output::progress_line(&format!("bench: {step}"));
+    })?;
+    if args.json {
+        output::print_json(&report)?;
+        return Ok(ExitStatus::Success);
+    }
+    let rows: Vec<Vec<String>> = report
+        .modes
+        .iter()
+        .map(|m| {
+            vec![
+                m.mode.to_string(),
+                format!("{}/{}", m.healed, m.attempted),
+                m.suite_runs.to_string(),
+                m.suite_runs_per_healed
+                    .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+                format!("{:.0}", m.heal_latency.p50_ms),
+                format!("{:.0}", m.heal_latency.p95_ms),
+                format!("{:.0}", m.heal_latency.p99_ms),
+                format!("{:.0}", m.detection_to_fix.p50_ms),
+                format!("{:.0}", m.detection_to_fix.p95_ms),
+                format!("{:.1}", m.wall_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "{}: {} files, {} cores\n\n",
+        root.display(),
+        report.files,
+        report.cores
+    );
+    text.push_str(&output::table(
+        &[
+            "mode",
+            "healed/tried",
+            "suite runs",
+            "runs/heal",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "detect→fix p50",
+            "detect→fix p95",
+            "wall s",
+        ],
+        &rows,
+    ));
+    if let Some(r) = report.suite_run_ratio {
+        let _ = writeln!(
+            text,
+            "\nbatching: {r:.2}x fewer suite runs than one run per fix"
+        );
+    }
+    output::print_text(&text)?;
+    Ok(ExitStatus::Success)
 }
 
 /// The heal settings of the repository at `root` as a plain `agency heal` would use them:

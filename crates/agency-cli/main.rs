@@ -96,6 +96,9 @@ enum BenchCommand {
     /// Time a scan and its parts (native rules, each tool alone, cold, warm, one-file
     /// incremental) on a copy of the repository.
     Scan(heal::ScanBenchArgs),
+    /// Time a heal of the repository on private copies, with batching and with one test run
+    /// per fix: latency per healed finding (p50/p95/p99) and suite runs per heal.
+    Heal(heal::HealBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Heal(args) => heal::run(&home, &args),
         Command::Baseline(cmd) => heal::run_baseline(&home, &cmd),
         Command::Bench(BenchCommand::Scan(args)) => heal::run_bench(&home, &args),
+        Command::Bench(BenchCommand::Heal(args)) => heal::run_heal_bench(&home, &args),
         Command::Healing(cmd) => healing::run(&home, &cmd),
         Command::Approvals(cmd) => approvals::run(&home, &cmd),
         Command::Llm(cmd) => llm::run(&home, &cmd),

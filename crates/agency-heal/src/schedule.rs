@@ -66,14 +66,15 @@ pub fn dependencies(root: &Path, files: &[&str]) -> BTreeMap<String, BTreeSet<St
     ImportGraph::build(&facts, &names).file_edges()
 }
 
-/// Runs `work` for every file on up to `workers` threads, each file after the files it depends
-/// on (`deps`, restricted to `files`); a dependency cycle is broken at its first file in path
-/// order. Returns the results in the order the files finished.
+/// Runs `work(worker, file)` for every file on up to `workers` threads (`worker` is the
+/// thread's index, from 0), each file after the files it depends on (`deps`, restricted to
+/// `files`); a dependency cycle is broken at its first file in path order. Returns the results
+/// in the order the files finished.
 pub fn run<T: Send>(
     files: &[String],
     deps: &BTreeMap<String, BTreeSet<String>>,
     workers: usize,
-    work: &(dyn Fn(&str) -> T + Sync),
+    work: &(dyn Fn(usize, &str) -> T + Sync),
 ) -> Vec<T> {
     let known: BTreeSet<&str> = files.iter().map(String::as_str).collect();
     let waits: BTreeMap<&str, BTreeSet<&str>> = files
@@ -97,10 +98,11 @@ pub fn run<T: Send>(
     let changed = Condvar::new();
     let results = Mutex::new(Vec::with_capacity(files.len()));
     std::thread::scope(|scope| {
-        for _ in 0..workers.clamp(1, files.len().max(1)) {
-            scope.spawn(|| {
-                while let Some(file) = next(&state, &changed, &waits) {
-                    let result = work(file);
+        for worker in 0..workers.clamp(1, files.len().max(1)) {
+            let (state, changed, waits, results) = (&state, &changed, &waits, &results);
+            scope.spawn(move || {
+                while let Some(file) = next(state, changed, waits) {
+                    let result = work(worker, file);
                     results
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,7 +184,7 @@ mod tests {
         let files: Vec<String> = ["a.py", "b.py", "c.py", "d.py"].map(String::from).to_vec();
         // a imports b, b imports c; d is free. c, then b, then a.
         let deps = deps(&[("a.py", &["b.py"]), ("b.py", &["c.py", "outside.py"])]);
-        let order = run(&files, &deps, 4, &|f: &str| {
+        let order = run(&files, &deps, 4, &|_, f: &str| {
             std::thread::sleep(Duration::from_millis(20));
             f.to_string()
         });
@@ -199,7 +201,7 @@ mod tests {
         let files: Vec<String> = (0..6).map(|i| format!("f{i}.py")).collect();
         let now = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
-        run(&files, &BTreeMap::new(), 3, &|_: &str| {
+        run(&files, &BTreeMap::new(), 3, &|_, _: &str| {
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(n, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(50));
@@ -214,7 +216,7 @@ mod tests {
         let deps = deps(&[("a.py", &["b.py"]), ("b.py", &["a.py"])]);
         let now = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
-        let order = run(&files, &deps, 2, &|f: &str| {
+        let order = run(&files, &deps, 2, &|_, f: &str| {
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(n, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(20));

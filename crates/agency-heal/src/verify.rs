@@ -405,13 +405,19 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// The findings of one file of the copy, from a scan of that file alone with the run's tools
 /// and no cache.
-fn scan_file(settings: &HealSettings, copy: &Path, rel: &str) -> Result<Vec<ScannedFinding>> {
+fn scan_file(
+    settings: &HealSettings,
+    copy: &Path,
+    rel: &str,
+    tool_cache: &Path,
+) -> Result<Vec<ScannedFinding>> {
     let mut scan = settings.scan.clone();
     scan.root = copy.to_path_buf();
     scan.paths = vec![copy.join(rel)];
     scan.changes = None;
     scan.cache = false;
     scan.log = None;
+    scan.tool_cache = Some(tool_cache.to_path_buf());
     let output = agency_scan::scan(&scan, &|_| {})?;
     Ok(output
         .findings
@@ -507,7 +513,7 @@ pub(crate) fn attempt(
     // The file as scanned alone, once per file: the yardstick, and fixes whose positions match
     // the copy's current text (an earlier kept fix may have moved lines).
     if !current.contains_key(&rel) {
-        match scan_file(settings, &copy, &rel) {
+        match scan_file(settings, &copy, &rel, &ctx.tool_cache) {
             Ok(findings) => {
                 current.insert(rel.clone(), findings);
             }
@@ -692,7 +698,8 @@ pub(crate) fn reverify(
         }
     };
     attempt.diff = crate::diff::unified(rel, &before, after);
-    let yardstick = match scan_file(settings, session.workspace.root(), rel) {
+    let cache = session.ctx().tool_cache;
+    let yardstick = match scan_file(settings, session.workspace.root(), rel, &cache) {
         Ok(findings) => findings,
         Err(e) => {
             attempt.reason = Some(format!("cannot scan {rel} in the private copy: {e}"));
@@ -783,7 +790,7 @@ fn check(
         return reject(format!("the fix leaves {rel} with a syntax error"));
     }
     let copy = ctx.workspace.root().to_path_buf();
-    let rescan = match scan_file(settings, &copy, rel) {
+    let rescan = match scan_file(settings, &copy, rel, &ctx.tool_cache) {
         Ok(findings) => findings,
         Err(e) => {
             return Check::Rejected {

@@ -48,6 +48,9 @@ pub struct ScanSettings {
     /// A runtime log: when set, the scan reads its Python tracebacks instead of running the
     /// analyzers and tools (`--from-log`).
     pub log: Option<String>,
+    /// Where ruff and mypy keep their caches when `cache` is off (`<dir>/<tool>`): the heal's
+    /// re-scans of its private copy, one directory per worker, never shared by two at once.
+    pub tool_cache: Option<PathBuf>,
 }
 
 impl ScanSettings {
@@ -67,6 +70,7 @@ impl ScanSettings {
             baseline: HashSet::new(),
             bandit_shards: None,
             log: None,
+            tool_cache: None,
         }
     }
 
@@ -581,9 +585,14 @@ pub(crate) fn run_tool(
         files: &files,
         exe,
         own,
-        cache_dir: settings
-            .cache
-            .then(|| Cache::dir(&settings.root).join(tool.name())),
+        cache_dir: if settings.cache {
+            Some(Cache::dir(&settings.root).join(tool.name()))
+        } else {
+            settings
+                .tool_cache
+                .as_ref()
+                .map(|dir| dir.join(tool.name()))
+        },
         hashes,
         shards: settings.bandit_shards,
         python: if tool == Tool::Mypy {
