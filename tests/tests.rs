@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod heal;
 mod healing;
+mod patterns_heal;
 mod scan;
 mod service;
 mod util;

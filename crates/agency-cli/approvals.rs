@@ -163,6 +163,7 @@ pub fn run(home: &Path, command: &ApprovalsCommand) -> Result<ExitStatus> {
             )
             .context("cannot write the audit record of the rejection; the fix is still pending")?;
             store.remove(&approval.id)?;
+            report_outcome(home, &approval, false, "reject");
             let doc = DecisionDoc {
                 version: 1,
                 id: approval.id.clone(),
@@ -245,6 +246,19 @@ fn approve(home: &Path, store: &Approvals, args: &IdArgs) -> Result<ExitStatus> 
     if result == "applied" {
         store.remove(&approval.id)?;
     }
+    match result {
+        "applied" => report_outcome(home, &approval, true, "approve"),
+        // Rolled back: the tests failed or the finding stayed; agency's own errors say
+        // nothing about the pattern.
+        "failed_verification"
+            if attempt
+                .as_ref()
+                .is_some_and(|a| a.status == agency_heal::Status::RolledBack) =>
+        {
+            report_outcome(home, &approval, false, "approve");
+        }
+        _ => {}
+    }
     let doc = DecisionDoc {
         version: 1,
         id: approval.id.clone(),
@@ -299,6 +313,39 @@ fn attempt_of(approval: &Approval) -> agency_heal::Attempt {
         fixed_by: None,
         duration_ms: 0,
         proposal: None,
+        pattern: approval
+            .pattern_id
+            .as_ref()
+            .map(|id| agency_heal::PatternUse {
+                id: id.clone(),
+                confidence: approval.confidence.unwrap_or(0.0),
+            }),
+    }
+}
+
+/// Tells the pattern store how a human's decision went for a pattern-made fix: applied after
+/// re-verification is a success; rejected, or failing verification again, is a failure. A
+/// store that cannot be reached is a warning: the decision itself stands.
+fn report_outcome(home: &Path, approval: &Approval, success: bool, decision: &str) {
+    let Some(pattern_id) = &approval.pattern_id else {
+        return;
+    };
+    match crate::patterns::heal_client(home) {
+        Ok(client) => {
+            let patterns = agency_heal::patterns::Patterns::new(client);
+            patterns.outcome(
+                pattern_id,
+                success,
+                &approval.finding,
+                &format!("approval-{}-{decision}", approval.id),
+            );
+            for e in patterns.errors() {
+                output::warn(&e);
+            }
+        }
+        Err(e) => output::warn(&format!(
+            "cannot record the outcome of pattern {pattern_id}: {e:#}"
+        )),
     }
 }
 

@@ -745,12 +745,32 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         },
     )?;
     let progress = heal_progress(&watch);
+    // The pattern store opens (the embedding model loads) while the tests run on the copy.
+    let opening = (!scanned.findings.is_empty()).then(|| {
+        let home = home.to_path_buf();
+        std::thread::spawn(move || crate::patterns::heal_client(&home))
+    });
     let mut session = agency_heal::start(&heal_settings, &progress)?;
     for note in &session.notes {
         output::warn(note);
     }
-    let mut attempts =
-        agency_heal::attempt_all(&mut session, &heal_settings, &scanned.findings, &progress);
+    let patterns = opening.and_then(|thread| match thread.join() {
+        Ok(Ok(client)) => Some(agency_heal::patterns::Patterns::new(client)),
+        Ok(Err(e)) => {
+            output::warn(&format!(
+                "the pattern store is unavailable ({e:#}); healing with the deterministic fixers only"
+            ));
+            None
+        }
+        Err(_) => None,
+    });
+    let mut attempts = agency_heal::attempt_all(
+        &mut session,
+        &heal_settings,
+        &scanned.findings,
+        patterns.as_ref(),
+        &progress,
+    );
     let verified = attempts
         .iter()
         .filter(|a| a.status == agency_heal::Status::Verified && a.fixed_by.is_none())
@@ -786,6 +806,9 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         })?;
         let outcomes = execute_journaled(&root, &writes, &mut journal);
         agency_heal::apply::settle(&mut attempts, &outcomes);
+        if let Some(patterns) = &patterns {
+            report_outcomes(patterns, &run_id, &attempts);
+        }
         let (report, audit) = agency_heal::journal::conclude(
             heal_report(&planned, session.suite_runs, false),
             audit,
@@ -814,8 +837,42 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     };
     journal.finish()?;
     drop(lock);
+    if let Some(patterns) = &patterns {
+        for e in patterns.errors() {
+            output::warn(&e);
+        }
+    }
     print_heal_report(&report, args.json)?;
     Ok(report_exit(&report, fail_on))
+}
+
+/// Tells the pattern store how each pattern-made fix did: healed is a success; rolled back
+/// (the tests failed, or the finding stayed) is a failure. Conflicts, skips and agency's own
+/// errors say nothing about the pattern; pending approvals are reported when a human decides.
+fn report_outcomes(
+    patterns: &agency_heal::patterns::Patterns,
+    run_id: &str,
+    attempts: &[agency_heal::Attempt],
+) {
+    for (i, a) in attempts.iter().enumerate() {
+        let Some(pattern) = &a.pattern else {
+            continue;
+        };
+        if a.fixed_by.is_some() {
+            continue;
+        }
+        let success = match a.status {
+            agency_heal::Status::Healed => true,
+            agency_heal::Status::RolledBack => false,
+            _ => continue,
+        };
+        patterns.outcome(
+            &pattern.id,
+            success,
+            &a.finding,
+            &format!("{run_id}-{}", i + 1),
+        );
+    }
 }
 
 /// `agency heal --resume`: finishes the interrupted run of this repository from its journal.
@@ -1008,7 +1065,7 @@ fn heal_report(
                 finding: a.finding.clone(),
                 status: a.status.as_str().to_string(),
                 strategy: a.strategy.map_or("none", |s| s.as_str()).to_string(),
-                pattern_id: None,
+                pattern_id: a.pattern.as_ref().map(|p| p.id.clone()),
                 diff: a.diff.clone(),
                 verification: HealVerification {
                     tests: a.verification.tests.as_str().to_string(),

@@ -455,6 +455,20 @@ fn client_settings(
 
 /// The pattern client for a command: the configured service, else the local store. A fallback
 /// warning is printed here, once.
+/// The pattern store a heal asks and reports to: the service configured for this repository
+/// (`AGENCY_PATTERNS_URL`, `[patterns] url`), else the local store, as for `agency patterns`.
+pub(crate) fn heal_client(home: &std::path::Path) -> anyhow::Result<Box<dyn PatternClient>> {
+    let layout = agency_setup::Layout::new(home);
+    connect(
+        &layout,
+        &ServiceArgs {
+            url: None,
+            require_service: false,
+        },
+        &StoreArgs { store: None },
+    )
+}
+
 fn connect(
     layout: &agency_setup::Layout,
     service: &ServiceArgs,

@@ -189,8 +189,8 @@ impl Approvals {
                 finding: attempt.finding.clone(),
                 file: proposal.file.clone(),
                 strategy: attempt.strategy.map_or("none", |s| s.as_str()).to_string(),
-                pattern_id: None,
-                confidence: None,
+                pattern_id: attempt.pattern.as_ref().map(|p| p.id.clone()),
+                confidence: attempt.pattern.as_ref().map(|p| p.confidence),
                 diff: attempt.diff.clone(),
                 verification: ApprovalVerification {
                     tests: attempt.verification.tests.as_str().to_string(),

@@ -61,8 +61,8 @@ pub fn records(
                 attempt: i + 1,
                 finding: redact_finding(&attempt.finding, &secrets),
                 strategy: attempt.strategy.map_or("none", |s| s.as_str()).to_string(),
-                pattern_id: None,
-                confidence: None,
+                pattern_id: attempt.pattern.as_ref().map(|p| p.id.clone()),
+                confidence: attempt.pattern.as_ref().map(|p| p.confidence),
                 diff: redact_diff(&attempt.diff, &secrets),
                 verification: AuditVerification {
                     tests: attempt.verification.tests.as_str().to_string(),

@@ -103,7 +103,10 @@ fn run_mode(
     };
     let mut session = crate::start(settings, &progress)?;
     let baseline_ms = baseline_started.elapsed().as_millis() as u64;
-    let mut attempts = crate::attempt_all(&mut session, settings, &scanned.findings, &progress);
+    // Deterministic fixers only: the bench asks no pattern store (its answers depend on the
+    // machine's history).
+    let mut attempts =
+        crate::attempt_all(&mut session, settings, &scanned.findings, None, &progress);
     let writes = crate::apply::plan(&session, &attempts);
     let outcomes = crate::apply::execute(&settings.scan.root, &writes, &mut |_, _| {});
     crate::apply::settle(&mut attempts, &outcomes);

@@ -20,6 +20,7 @@ pub mod bench;
 pub mod control;
 pub mod diff;
 pub mod journal;
+pub mod patterns;
 pub mod schedule;
 pub mod strategy;
 pub mod verify;
@@ -192,6 +193,15 @@ pub struct Attempt {
     /// A verified fix that waits for a human (`PendingApproval`): the file's text before and
     /// after it.
     pub proposal: Option<Proposal>,
+    /// The pattern that made the fix (strategy `Pattern`).
+    pub pattern: Option<PatternUse>,
+}
+
+/// Which pattern a fix came from, and how sure the store was of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternUse {
+    pub id: String,
+    pub confidence: f64,
 }
 
 /// A verified fix kept aside for approval instead of being written.
@@ -219,6 +229,7 @@ impl Attempt {
             fixed_by: None,
             duration_ms: 0,
             proposal: None,
+            pattern: None,
         }
     }
 }
@@ -384,6 +395,7 @@ pub fn attempt_all(
     session: &mut Session,
     settings: &HealSettings,
     findings: &[ScannedFinding],
+    patterns: Option<&patterns::Patterns>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<Attempt> {
     let total = findings.len();
@@ -409,6 +421,7 @@ pub fn attempt_all(
                 &shared,
                 worker,
                 settings,
+                patterns,
                 findings,
                 &chains[file],
                 batching,
@@ -420,7 +433,7 @@ pub fn attempt_all(
     };
     let mut slots: Vec<Option<Attempt>> = vec![None; total];
     let mut pending: Vec<batch::Pending> = Vec::new();
-    let mut deferred: Vec<(usize, Strategy, String)> = Vec::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
     let mut alias: HashMap<String, String> = HashMap::new();
     let mut fixed_by: HashMap<String, usize> = HashMap::new();
     for outcome in outcomes {
@@ -462,8 +475,14 @@ pub fn attempt_all(
             attempts[p.attempt].duration_ms += share;
         }
     }
-    deferred.sort_by_key(|d| d.0);
-    for (index, strategy, reason) in deferred {
+    deferred.sort_by_key(|d| d.index);
+    for Deferred {
+        index,
+        strategy,
+        candidate,
+        reason,
+    } in deferred
+    {
         let scanned = &findings[index];
         if let Some(&by) = fixed_by.get(&scanned.finding.id) {
             attempts[index] = removed_by(&scanned.finding, &attempts[by], by);
@@ -487,6 +506,7 @@ pub fn attempt_all(
             scanned,
             &current_id,
             strategy,
+            candidate.as_ref(),
             progress,
         );
         if let Some(proposal) = attempt.proposal.as_mut() {
@@ -508,12 +528,20 @@ struct Shared<'a> {
     baseline: Option<&'a SuiteRun>,
 }
 
+/// A fix that needs a human, made after the batch.
+struct Deferred {
+    index: usize,
+    strategy: Strategy,
+    candidate: Option<patterns::Candidate>,
+    reason: String,
+}
+
 /// What one file's chain produced.
 struct ChainOutcome {
     file: String,
     attempts: Vec<(usize, Attempt)>,
     pending: Vec<batch::Pending>,
-    deferred: Vec<(usize, Strategy, String)>,
+    deferred: Vec<Deferred>,
     alias: HashMap<String, String>,
     fixed_by: HashMap<String, usize>,
     /// The file's verified text after the chain's kept fixes.
@@ -537,12 +565,57 @@ fn removed_by(finding: &Finding, earlier: &Attempt, by: usize) -> Attempt {
     attempt
 }
 
+/// The strategy for a finding, in the order: a confident pattern that matches the
+/// syntax tree at the finding (waiting for a human if the finding's kind needs one); else the
+/// deterministic fixer's decision when it has a fix; else a less confident pattern that
+/// matches, for a human to approve; else the fixer's flag or skip.
+fn decide(
+    scanned: &ScannedFinding,
+    settings: &HealSettings,
+    patterns: Option<&patterns::Patterns>,
+    text: &dyn Fn() -> Option<String>,
+) -> (strategy::Decision, Option<patterns::Candidate>) {
+    use strategy::Decision;
+    let finding = &scanned.finding;
+    let rule = strategy::choose(scanned, settings.unsafe_fixes);
+    let candidates = patterns.map(|p| p.candidates(finding)).unwrap_or_default();
+    if candidates.is_empty() {
+        return (rule, None);
+    }
+    let Some(text) = text() else {
+        return (rule, None);
+    };
+    let matching = |want: &dyn Fn(&patterns::Candidate) -> bool| {
+        patterns::first_match(&candidates, &text, finding.line, finding.column, want)
+            .map(|(c, _)| c)
+    };
+    if let Some(c) = matching(&|c| c.auto_apply) {
+        let decision = match finding.approval_reason() {
+            Some(reason) => Decision::Approve(Strategy::Pattern, reason),
+            None => Decision::Fix(Strategy::Pattern),
+        };
+        return (decision, Some(c));
+    }
+    if matches!(rule, Decision::Fix(_) | Decision::Approve(..)) {
+        return (rule, None);
+    }
+    if let Some(c) = matching(&|_| true) {
+        let reason = format!(
+            "pattern {} matches at confidence {:.2}, below the 0.90 that applies a fix unattended: a human decides",
+            c.id, c.confidence
+        );
+        return (Decision::Approve(Strategy::Pattern, reason), Some(c));
+    }
+    (rule, None)
+}
+
 /// Makes and checks the fixes of one file, one after the other (see [`attempt_all`]).
 #[allow(clippy::too_many_arguments)]
 fn run_chain(
     shared: &Shared<'_>,
     worker: usize,
     settings: &HealSettings,
+    patterns: Option<&patterns::Patterns>,
     findings: &[ScannedFinding],
     chain: &[usize],
     batching: bool,
@@ -577,12 +650,24 @@ fn run_chain(
             attempts.push((index, attempt));
             continue;
         }
-        let strategy = match strategy::choose(scanned, settings.unsafe_fixes) {
+        let current_text = || -> Option<String> {
+            fixed
+                .get(&file)
+                .cloned()
+                .or_else(|| std::fs::read_to_string(shared.workspace.root().join(&file)).ok())
+        };
+        let (decision, candidate) = decide(scanned, settings, patterns, &current_text);
+        let strategy = match decision {
             strategy::Decision::Fix(strategy) => strategy,
             strategy::Decision::Approve(strategy, reason) => {
                 // Made after the batch, on the text the run's kept fixes leave, and never
                 // kept in the copy.
-                deferred.push((index, strategy, reason));
+                deferred.push(Deferred {
+                    index,
+                    strategy,
+                    candidate,
+                    reason,
+                });
                 attempts.push((
                     index,
                     Attempt::without_fix(
@@ -620,6 +705,7 @@ fn run_chain(
             scanned,
             &current_id,
             strategy,
+            candidate.as_ref(),
             &mut current,
             !batching,
             progress,

@@ -1,6 +1,7 @@
-//! Picking a fix for a finding and producing its edit. The only strategy so far is `Rule`:
-//! the edits ruff itself proposes (its JSON carries them with their applicability). The pattern
-//! store and generated fixes come as further variants when they exist.
+//! Picking a fix for a finding and producing its edit. `Rule`: the edits the reporting tool
+//! proposes (ruff's JSON carries them with their applicability, agency's own rules carry theirs).
+//! `Pattern`: a fix from the pattern store ([`crate::patterns`]), tried first when confident.
+//! Generated fixes come as a further variant.
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ use crate::{Attempt, Status, Verification};
 /// Where a fix comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
+    /// A fix that worked before: a pattern from the store, matched on the syntax tree.
+    Pattern,
     /// A deterministic fixer: the edits the reporting tool (ruff) proposes.
     Rule,
 }
@@ -21,6 +24,7 @@ impl Strategy {
     /// The contract's spelling (`pattern|rule|llm|none`).
     pub fn as_str(self) -> &'static str {
         match self {
+            Strategy::Pattern => "pattern",
             Strategy::Rule => "rule",
         }
     }
@@ -28,6 +32,7 @@ impl Strategy {
     /// The strategy a contract spelling names (`none` and unknown spellings: `None`).
     pub fn parse(name: &str) -> Option<Strategy> {
         match name {
+            "pattern" => Some(Strategy::Pattern),
             "rule" => Some(Strategy::Rule),
             _ => None,
         }
@@ -200,6 +205,7 @@ pub(crate) fn preview(root: &Path, scanned: &ScannedFinding, strategy: Strategy)
         fixed_by: None,
         duration_ms: 0,
         proposal: None,
+        pattern: None,
     };
     let text = match std::fs::read_to_string(root.join(&finding.file)) {
         Ok(text) => text,

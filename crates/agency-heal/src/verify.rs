@@ -458,6 +458,7 @@ pub(crate) fn attempt(
     scanned: &ScannedFinding,
     current_id: &str,
     strategy: Strategy,
+    candidate: Option<&crate::patterns::Candidate>,
     current: &mut HashMap<String, Vec<ScannedFinding>>,
     suite: bool,
     progress: &dyn Fn(Progress),
@@ -475,6 +476,7 @@ pub(crate) fn attempt(
         fixed_by: None,
         duration_ms: 0,
         proposal: None,
+        pattern: None,
     };
     let copy = ctx.workspace.root().to_path_buf();
     let path = copy.join(&rel);
@@ -536,24 +538,47 @@ pub(crate) fn attempt(
         ));
         return (attempt, yardstick, None);
     };
-    if let strategy::Decision::Skip(reason) | strategy::Decision::Flag(reason) =
-        strategy::choose(&fresh, settings.unsafe_fixes)
-    {
-        attempt.status = Status::Skipped;
-        attempt.reason = Some(reason);
-        return (attempt, yardstick, None);
-    }
-    let after = match strategy::fixed_text(&before, fresh.tool_fix.as_ref()) {
-        Ok(after) if after != before => after,
-        Ok(_) => {
+    let after = if let (Strategy::Pattern, Some(candidate)) = (strategy, candidate) {
+        attempt.pattern = Some(crate::PatternUse {
+            id: candidate.id.clone(),
+            confidence: candidate.confidence,
+        });
+        let matched = crate::patterns::first_match(
+            std::slice::from_ref(candidate),
+            &before,
+            fresh.finding.line,
+            fresh.finding.column,
+            &|_| true,
+        );
+        let Some((_, after)) = matched else {
             attempt.status = Status::Skipped;
-            attempt.reason = Some("the fix changes nothing".into());
+            attempt.reason = Some(format!(
+                "pattern {} no longer matches at {rel}:{}",
+                candidate.id, fresh.finding.line
+            ));
+            return (attempt, yardstick, None);
+        };
+        after
+    } else {
+        if let strategy::Decision::Skip(reason) | strategy::Decision::Flag(reason) =
+            strategy::choose(&fresh, settings.unsafe_fixes)
+        {
+            attempt.status = Status::Skipped;
+            attempt.reason = Some(reason);
             return (attempt, yardstick, None);
         }
-        Err(e) => {
-            attempt.status = Status::Skipped;
-            attempt.reason = Some(e.to_string());
-            return (attempt, yardstick, None);
+        match strategy::fixed_text(&before, fresh.tool_fix.as_ref()) {
+            Ok(after) if after != before => after,
+            Ok(_) => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some("the fix changes nothing".into());
+                return (attempt, yardstick, None);
+            }
+            Err(e) => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some(e.to_string());
+                return (attempt, yardstick, None);
+            }
         }
     };
     attempt.diff = crate::diff::unified(&rel, &before, &after);
@@ -632,6 +657,7 @@ pub(crate) fn propose_for_approval(
     scanned: &ScannedFinding,
     current_id: &str,
     strategy: Strategy,
+    candidate: Option<&crate::patterns::Candidate>,
     progress: &dyn Fn(Progress),
 ) -> Attempt {
     let rel = scanned.finding.file.clone();
@@ -644,6 +670,7 @@ pub(crate) fn propose_for_approval(
         scanned,
         current_id,
         strategy,
+        candidate,
         &mut current,
         true,
         progress,
