@@ -110,3 +110,78 @@ fn a_wrong_pattern_is_rolled_back_and_its_failure_is_recorded() {
     assert_eq!(std::fs::read(repo.path().join(FILE)).unwrap(), before);
     assert_eq!(track(home.path(), "style-e711-wrong-test"), (0, 1));
 }
+
+#[test]
+fn a_fix_learned_in_one_repository_is_offered_in_another_with_other_names() {
+    let home = private_home();
+    // Repository A: ruff's own (unsafe) E711 fix, allowed here, heals it; agency learns it.
+    let a = git_fixture("fixtures/heal-pattern");
+    let (code, stdout, stderr) = run(agency_at(home.path()).current_dir(a.path()).args([
+        "heal",
+        "--yes",
+        "--json",
+        "--tools",
+        "ruff",
+        "--unsafe-fixes",
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (_, stdout, _) = run(agency_at(home.path()).args(["patterns", "list", "--json"]));
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let learned: Vec<&Value> = list["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "heal" && p["rule"] == "E711")
+        .collect();
+    assert_eq!(learned.len(), 1, "{list:#}");
+    let id = learned[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(track(home.path(), &id), (1, 0));
+
+    // Repository B: the same defect with other names. Without --unsafe-fixes no fixer may
+    // fix it; the learned pattern (confidence 0.67) matches and is offered for approval.
+    let b = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/heal-pattern"),
+        b.path(),
+    );
+    std::fs::write(
+        b.path().join(FILE),
+        "\"\"\"Finding things in records.\"\"\"\n\n\ndef has_owner(row: dict[str, object]) -> bool:\n    \"\"\"Whether the row names an owner.\"\"\"\n    return row.get(\"owner\") != None\n",
+    )
+    .unwrap();
+    crate::util::git(b.path(), &["init", "-q", "-b", "main"]);
+    crate::util::git(b.path(), &["add", "-A"]);
+    crate::util::git(b.path(), &["commit", "-q", "-m", "b"]);
+    let doc = heal(home.path(), b.path());
+    let proposed = e711(&doc);
+    assert_eq!(proposed["status"], "pending_approval", "{proposed:#}");
+    assert_eq!(proposed["strategy"], "pattern");
+    assert_eq!(proposed["pattern_id"], id.as_str());
+    assert!(
+        proposed["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+    return row.get(\"owner\") is not None"),
+        "{proposed:#}"
+    );
+    let (_, stdout, _) = run(agency_at(home.path()).args(["approvals", "list", "--json"]));
+    let approvals: Value = serde_json::from_str(&stdout).unwrap();
+    let approval = approvals["approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, stdout, stderr) = run(agency_at(home.path()).current_dir(b.path()).args([
+        "approvals",
+        "approve",
+        &approval,
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(b.path().join(FILE)).unwrap();
+    assert!(
+        text.contains("return row.get(\"owner\") is not None\n"),
+        "{text}"
+    );
+    // The human's approval after a passing re-verification is the pattern's second success.
+    assert_eq!(track(home.path(), &id), (2, 0));
+}

@@ -313,6 +313,7 @@ fn attempt_of(approval: &Approval) -> agency_heal::Attempt {
         fixed_by: None,
         duration_ms: 0,
         proposal: None,
+        texts: None,
         pattern: approval
             .pattern_id
             .as_ref()

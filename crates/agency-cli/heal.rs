@@ -808,6 +808,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         agency_heal::apply::settle(&mut attempts, &outcomes);
         if let Some(patterns) = &patterns {
             report_outcomes(patterns, &run_id, &attempts);
+            learn_from_heals(patterns, &attempts);
         }
         let (report, audit) = agency_heal::journal::conclude(
             heal_report(&planned, session.suite_runs, false),
@@ -844,6 +845,33 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     }
     print_heal_report(&report, args.json)?;
     Ok(report_exit(&report, fail_on))
+}
+
+/// Every fix a deterministic fixer made and the tests verified becomes a pattern (or one more
+/// example and success of a known one). Fixes made by patterns were reported as outcomes.
+fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agency_heal::Attempt]) {
+    let (mut inserted, mut merged) = (0, 0);
+    for a in attempts {
+        if a.status != agency_heal::Status::Healed
+            || a.fixed_by.is_some()
+            || a.strategy != Some(agency_heal::Strategy::Rule)
+        {
+            continue;
+        }
+        match patterns.learn_from(a) {
+            agency_heal::patterns::Learned::Inserted(_) => inserted += 1,
+            agency_heal::patterns::Learned::Merged(_) => merged += 1,
+            agency_heal::patterns::Learned::Skipped(why) => {
+                tracing::debug!(rule = %a.finding.rule, file = %a.finding.file, "not learned: {why}");
+            }
+        }
+    }
+    if inserted + merged > 0 {
+        output::progress_line(&format!(
+            "agency: learned {inserted} new pattern(s) and {merged} more example(s) of known ones in {}",
+            patterns.describe()
+        ));
+    }
 }
 
 /// Tells the pattern store how each pattern-made fix did: healed is a success; rolled back

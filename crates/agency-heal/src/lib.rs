@@ -195,6 +195,9 @@ pub struct Attempt {
     pub proposal: Option<Proposal>,
     /// The pattern that made the fix (strategy `Pattern`).
     pub pattern: Option<PatternUse>,
+    /// The file's text before and after this fix alone, once it passed its checks: what a
+    /// pattern is learned from.
+    pub texts: Option<(String, String)>,
 }
 
 /// Which pattern a fix came from, and how sure the store was of it.
@@ -230,6 +233,7 @@ impl Attempt {
             duration_ms: 0,
             proposal: None,
             pattern: None,
+            texts: None,
         }
     }
 }

@@ -168,6 +168,112 @@ impl Patterns {
     }
 }
 
+/// What learning from one verified heal came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// A new pattern.
+    Inserted(String),
+    /// The rewrite was known: support +1 and a success for that pattern.
+    Merged(String),
+    /// Nothing to learn (why: a suppression, a deletion, no syntax-level rewrite, a refused
+    /// or retired rewrite, the store unreachable).
+    Skipped(String),
+}
+
+/// A learned template longer than this is the fix's surroundings more than the fix: it would
+/// match almost nowhere else.
+const MAX_TEMPLATE_LINES: usize = 6;
+
+/// Rules whose fixes are not worth a pattern: a deterministic tool does them whole.
+const NOT_LEARNED: &[&str] = &[agency_scan::tools::ruff::FORMAT_RULE, "I001"];
+
+impl Patterns {
+    /// Learns a pattern from a verified heal: the rewrite `agency_learn::extract` finds in the
+    /// file's text before and after the fix, stored with its example (source `heal`, which the
+    /// store counts as a first success; an equal rewrite merges).
+    pub fn learn_from(&self, attempt: &crate::Attempt) -> Learned {
+        let finding = &attempt.finding;
+        if NOT_LEARNED.contains(&finding.rule.as_str()) {
+            return Learned::Skipped(format!("{} fixes are not learned", finding.rule));
+        }
+        let Some((before, after)) = &attempt.texts else {
+            return Learned::Skipped("no verified texts".into());
+        };
+        let extracted = match agency_learn::extract(&finding.rule, before, after, finding.line) {
+            Ok(extracted) => extracted,
+            Err(e) => return Learned::Skipped(e.to_string()),
+        };
+        let rewrite = extracted.rewrite;
+        let lines = rewrite
+            .before
+            .lines()
+            .count()
+            .max(rewrite.after.lines().count());
+        if lines > MAX_TEMPLATE_LINES {
+            return Learned::Skipped(format!(
+                "the rewrite spans {lines} lines: too specific to reuse"
+            ));
+        }
+        let fingerprint = rewrite.fingerprint(&finding.rule);
+        let rule_slug: String = finding
+            .rule
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let request = agency_client::wire::LearnRequest {
+            version: None,
+            id: format!(
+                "{}-{rule_slug}-heal-{}",
+                finding.category,
+                &fingerprint[..12]
+            ),
+            category: finding.category.clone(),
+            rule: finding.rule.clone(),
+            title: format!("{}: {}", finding.rule, first_words(&finding.message, 60)),
+            message: finding.message.clone(),
+            explanation: format!(
+                "Learned from a verified heal of {} at {}:{} (strategy {}).",
+                finding.rule,
+                finding.file,
+                finding.line,
+                attempt.strategy.map_or("none", |s| s.as_str())
+            ),
+            // Only a fix the tool called safe may ever be applied unattended.
+            applicability: if finding.fix.approval_required {
+                "unsafe".into()
+            } else {
+                "safe".into()
+            },
+            before: rewrite.before.clone(),
+            after: rewrite.after.clone(),
+            examples: vec![agency_client::wire::ExampleRequest {
+                before: extracted.example.before,
+                after: extracted.example.after,
+                source: "heal".into(),
+            }],
+            source: "heal".into(),
+        };
+        match self.client.learn(&request) {
+            Ok(response) if response.learned == "merged" => Learned::Merged(response.id),
+            Ok(response) => Learned::Inserted(response.id),
+            Err(e) => Learned::Skipped(format!("the store refused it: {e}")),
+        }
+    }
+}
+
+/// At most `n` characters of `text`, cut at a word.
+fn first_words(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(n).collect();
+    match cut.rfind(' ') {
+        Some(i) => format!("{}…", &cut[..i]),
+        None => format!("{cut}…"),
+    }
+}
+
 /// The error context a lookup embeds: rule, message and the flagged line.
 fn context_text(finding: &Finding) -> String {
     format!(

@@ -206,6 +206,7 @@ pub(crate) fn preview(root: &Path, scanned: &ScannedFinding, strategy: Strategy)
         duration_ms: 0,
         proposal: None,
         pattern: None,
+        texts: None,
     };
     let text = match std::fs::read_to_string(root.join(&finding.file)) {
         Ok(text) => text,

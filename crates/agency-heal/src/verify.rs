@@ -477,6 +477,7 @@ pub(crate) fn attempt(
         duration_ms: 0,
         proposal: None,
         pattern: None,
+        texts: None,
     };
     let copy = ctx.workspace.root().to_path_buf();
     let path = copy.join(&rel);
@@ -609,6 +610,7 @@ pub(crate) fn attempt(
             attempt.verification.batch = suite.as_ref().map(|_| 1);
             attempt.verification.suite = suite;
             attempt.status = Status::Verified;
+            attempt.texts = Some((before.clone(), after.clone()));
             current.insert(rel.clone(), rescan);
             ctx.fixed.insert(rel, after);
             return (attempt, yardstick, Some(before));
