@@ -83,6 +83,15 @@ fn a_confident_pattern_heals_first_and_its_success_is_recorded() {
         "{text}"
     );
     assert_eq!(track(home.path(), "style-e711-not-none-test"), (1, 0));
+    // The store counts the heal as made by a pattern, after a lookup that hit.
+    let (code, stdout, stderr) = run(agency_at(home.path()).args(["patterns", "stats", "--json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let stats: Value = serde_json::from_str(&stdout).unwrap();
+    let week = &stats["heals"]["7d"];
+    assert_eq!(week["via_pattern"], 1, "{stats:#}");
+    assert!(week["healed"].as_u64().unwrap() >= 1, "{stats:#}");
+    assert!(week["hits"].as_u64().unwrap() >= 1, "{stats:#}");
+    assert_eq!(stats["heals_by_category"]["style"]["via_pattern"], 1);
     // The audit record names the pattern and its confidence.
     let records: Vec<Value> = std::fs::read_dir(repo.path().join("logs/autonomous_healing"))
         .unwrap()

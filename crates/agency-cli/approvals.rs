@@ -314,6 +314,7 @@ fn attempt_of(approval: &Approval) -> agency_heal::Attempt {
         duration_ms: 0,
         proposal: None,
         texts: None,
+        lookup_hit: None,
         pattern: approval
             .pattern_id
             .as_ref()

@@ -809,6 +809,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         if let Some(patterns) = &patterns {
             report_outcomes(patterns, &run_id, &attempts);
             learn_from_heals(patterns, &attempts);
+            patterns.record_heals(&run_id, &attempts);
         }
         let (report, audit) = agency_heal::journal::conclude(
             heal_report(&planned, session.suite_runs, false),

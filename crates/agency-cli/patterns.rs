@@ -43,6 +43,9 @@ pub enum PatternsCommand {
     Bench(BenchArgs),
     /// Record the outcome of applying a pattern (or a batch of outcomes as JSON lines).
     Outcome(OutcomeArgs),
+    /// Pattern reuse: heals made by patterns over all heals and lookup hit rate (last 1h, 24h,
+    /// 7d and per category), outcomes, and pattern counts.
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +108,16 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     id: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -328,7 +341,75 @@ pub fn run(home: &Path, cmd: PatternsCommand) -> anyhow::Result<ExitStatus> {
         PatternsCommand::Docs(args) => docs(&layout, &args),
         PatternsCommand::Bench(args) => bench(&layout, &args),
         PatternsCommand::Outcome(args) => outcome(&layout, &args),
+        PatternsCommand::Stats(args) => {
+            let client = connect(&layout, &args.service, &args.store)?;
+            let stats = client.stats()?;
+            if args.json {
+                print_json(&stats)?;
+            } else {
+                print_text(&render_stats(&stats))?;
+            }
+            Ok(ExitStatus::Success)
+        }
     }
+}
+
+/// `agency patterns stats` as text: heals and reuse per window and category, then patterns.
+fn render_stats(stats: &agency_client::Stats) -> String {
+    use std::fmt::Write as _;
+    let rate = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    let row = |name: &str, w: &agency_client::wire::HealWindow| {
+        vec![
+            name.to_string(),
+            w.healed.to_string(),
+            w.via_pattern.to_string(),
+            rate(w.reuse_rate),
+            w.lookups.to_string(),
+            w.hits.to_string(),
+            rate(w.hit_rate),
+        ]
+    };
+    let header = [
+        "",
+        "healed",
+        "by pattern",
+        "reuse",
+        "lookups",
+        "hits",
+        "hit rate",
+    ];
+    let windows: Vec<Vec<String>> = ["1h", "24h", "7d"]
+        .iter()
+        .filter_map(|w| stats.heals.get(*w).map(|h| row(w, h)))
+        .collect();
+    let mut out = String::from("heals (reuse: healed by a pattern / all healed)\n");
+    out.push_str(&table(&header, &windows));
+    if !stats.heals_by_category.is_empty() {
+        let rows: Vec<Vec<String>> = stats
+            .heals_by_category
+            .iter()
+            .map(|(c, h)| row(c, h))
+            .collect();
+        out.push_str("\nlast 7 days by category\n");
+        out.push_str(&table(&header, &rows));
+    }
+    let _ = writeln!(
+        out,
+        "\npatterns: {} live, {} retired; {:.0}% of live patterns were applied again after they were learned",
+        stats.patterns.live,
+        stats.patterns.retired,
+        stats.reuse_rate * 100.0
+    );
+    for (w, o) in &stats.outcomes {
+        let _ = writeln!(
+            out,
+            "outcomes {w}: {} ({} successes, success rate {})",
+            o.total,
+            o.successes,
+            rate(o.success_rate)
+        );
+    }
+    out
 }
 
 fn now() -> i64 {

@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::PatternClient;
 use crate::error::{Error, Result};
 use crate::wire::{
-    Health, LearnRequest, LearnResponse, OutcomeRequest, QueryRequest, RetireRequest, Stats,
+    HealsRequest, HealsResponse, Health, LearnRequest, LearnResponse, OutcomeRequest, QueryRequest,
+    RetireRequest, Stats,
 };
 
 /// Largest response body read, in bytes: a full list of a large store is a few tens of MB.
@@ -416,6 +417,16 @@ impl PatternClient for HttpClient {
 
     fn stats(&self) -> Result<Stats> {
         self.call("GET", "/v1/stats", None, Retry::Always)
+    }
+
+    fn record_heals(&self, req: &HealsRequest) -> Result<HealsResponse> {
+        // Every event carries its idempotency key from the healer: a retry counts once.
+        let retry = if req.heals.iter().all(|h| h.idempotency_key.is_some()) {
+            Retry::Always
+        } else {
+            Retry::IfNotProcessed
+        };
+        self.call("POST", "/v1/heals", Some(req), retry)
     }
 }
 

@@ -20,7 +20,8 @@ pub use error::{Error, Result};
 pub use http::{HttpClient, HttpOptions, is_loopback};
 pub use local::LocalClient;
 pub use wire::{
-    Health, LearnRequest, LearnResponse, OutcomeRequest, QueryRequest, RetireRequest, Stats,
+    HealsRequest, HealsResponse, Health, LearnRequest, LearnResponse, OutcomeRequest, QueryRequest,
+    RetireRequest, Stats,
 };
 
 /// The pattern store's operations, one per `/v1` endpoint (docs/api.md).
@@ -45,6 +46,8 @@ pub trait PatternClient: Send + Sync + std::fmt::Debug {
     fn prune(&self) -> Result<PruneReport>;
     /// `GET /v1/stats`.
     fn stats(&self) -> Result<Stats>;
+    /// `POST /v1/heals`: what a heal run did with its findings (token required over HTTP).
+    fn record_heals(&self, req: &HealsRequest) -> Result<HealsResponse>;
 }
 
 /// Resolved client settings (the CLI merges flags, environment and `[patterns]` into these).

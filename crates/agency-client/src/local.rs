@@ -11,7 +11,8 @@ use agency_patterns::{OutcomeResult, PatternStore, Query};
 use crate::PatternClient;
 use crate::error::Result;
 use crate::wire::{
-    self, Health, LearnRequest, LearnResponse, OutcomeRequest, QueryRequest, RetireRequest, Stats,
+    self, HealsRequest, HealsResponse, Health, LearnRequest, LearnResponse, OutcomeRequest,
+    QueryRequest, RetireRequest, Stats,
 };
 
 /// Unix seconds now.
@@ -101,6 +102,14 @@ impl PatternClient for LocalClient {
 
     fn stats(&self) -> Result<Stats> {
         Ok(wire::stats(&self.store, now())?)
+    }
+
+    fn record_heals(&self, req: &HealsRequest) -> Result<HealsResponse> {
+        let events = req.clone().into_events()?;
+        Ok(HealsResponse {
+            version: SCHEMA_VERSION,
+            recorded: self.store.record_heals(&events, now())?,
+        })
     }
 }
 

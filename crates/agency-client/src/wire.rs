@@ -274,6 +274,118 @@ pub struct Stats {
     pub reuse_rate: f64,
     /// Bytes of the store's database files (`patterns.db` and its WAL).
     pub store_bytes: u64,
+    /// Heals reported by healers (`POST /v1/heals`) over the last `1h`, `24h` and `7d`: the
+    /// reuse rate is heals made by a pattern ÷ all heals; the hit rate is lookups that found
+    /// a pattern applying at the finding ÷ all lookups.
+    #[serde(default)]
+    pub heals: BTreeMap<String, HealWindow>,
+    /// The same over the last 7 days, per category (categories with heals or lookups).
+    #[serde(default)]
+    pub heals_by_category: BTreeMap<String, HealWindow>,
+}
+
+/// Heals in one time window (or one category); rates are null without data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HealWindow {
+    pub healed: u64,
+    pub via_pattern: u64,
+    pub reuse_rate: Option<f64>,
+    pub lookups: u64,
+    pub hits: u64,
+    pub hit_rate: Option<f64>,
+}
+
+impl HealWindow {
+    fn add(&mut self, c: agency_patterns::db::HealCounts) {
+        self.healed += c.healed;
+        self.via_pattern += c.via_pattern;
+        self.lookups += c.lookups;
+        self.hits += c.hits;
+        self.reuse_rate = (self.healed > 0).then(|| self.via_pattern as f64 / self.healed as f64);
+        self.hit_rate = (self.lookups > 0).then(|| self.hits as f64 / self.lookups as f64);
+    }
+}
+
+/// One finding a heal handled, as reported to `POST /v1/heals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealEventDoc {
+    pub category: String,
+    pub rule: String,
+    /// `pattern`, `rule`, `llm` or `none`.
+    pub strategy: String,
+    /// The heal's final status (`healed`, `rolled_back`, `pending_approval`, ...).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern_id: Option<String>,
+    /// Whether a lookup found a pattern applying at the finding; absent: no lookup was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_hit: Option<bool>,
+    /// The same key counts once (a retried report is not counted twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /v1/heals`: what a heal run did with its findings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealsRequest {
+    pub heals: Vec<HealEventDoc>,
+}
+
+/// The answer to `POST /v1/heals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealsResponse {
+    pub version: u32,
+    /// Events recorded now (a repeated idempotency key is not recorded again).
+    pub recorded: usize,
+}
+
+/// At most this many events per request.
+pub const MAX_HEAL_EVENTS: usize = 10_000;
+
+impl HealsRequest {
+    /// The events to store, checked: known strategies, non-empty category, rule and status.
+    pub fn into_events(self) -> Result<Vec<agency_patterns::db::HealEvent>, Invalid> {
+        if self.heals.len() > MAX_HEAL_EVENTS {
+            return Err(Invalid::new(
+                "too_many",
+                format!("at most {MAX_HEAL_EVENTS} heal events per request; send them in parts"),
+            ));
+        }
+        self.heals
+            .into_iter()
+            .map(|h| {
+                if !matches!(h.strategy.as_str(), "pattern" | "rule" | "llm" | "none") {
+                    return Err(Invalid::new(
+                        "invalid_strategy",
+                        format!(
+                            "strategy `{}` is not one of pattern, rule, llm, none",
+                            h.strategy
+                        ),
+                    ));
+                }
+                if h.category.trim().is_empty()
+                    || h.rule.trim().is_empty()
+                    || h.status.trim().is_empty()
+                {
+                    return Err(Invalid::new(
+                        "invalid_heal",
+                        "a heal event needs a category, a rule and a status",
+                    ));
+                }
+                Ok(agency_patterns::db::HealEvent {
+                    category: h.category,
+                    rule: h.rule,
+                    strategy: h.strategy,
+                    status: h.status,
+                    pattern_id: h.pattern_id,
+                    lookup_hit: h.lookup_hit,
+                    idempotency_key: h.idempotency_key,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Pattern counts, in total and by category (every category listed).
@@ -341,6 +453,18 @@ pub fn stats(store: &PatternStore, now: i64) -> agency_patterns::Result<Stats> {
             },
         );
     }
+    let mut heals = BTreeMap::new();
+    let mut heals_by_category: BTreeMap<String, HealWindow> = BTreeMap::new();
+    for (name, span_s) in WINDOWS {
+        let mut window = HealWindow::default();
+        for (category, counts) in store.heal_counts_since(now - span_s)? {
+            window.add(counts);
+            if name == "7d" {
+                heals_by_category.entry(category).or_default().add(counts);
+            }
+        }
+        heals.insert(name.to_string(), window);
+    }
     Ok(Stats {
         version: SCHEMA_VERSION,
         patterns: PatternCounts {
@@ -355,6 +479,8 @@ pub fn stats(store: &PatternStore, now: i64) -> agency_patterns::Result<Stats> {
             f64::from(reused) / live as f64
         },
         store_bytes: store_bytes(store.dir()),
+        heals,
+        heals_by_category,
     })
 }
 

@@ -198,6 +198,8 @@ pub struct Attempt {
     /// The file's text before and after this fix alone, once it passed its checks: what a
     /// pattern is learned from.
     pub texts: Option<(String, String)>,
+    /// Whether the pattern store had a pattern applying at the finding (`None`: not asked).
+    pub lookup_hit: Option<bool>,
 }
 
 /// Which pattern a fix came from, and how sure the store was of it.
@@ -234,6 +236,7 @@ impl Attempt {
             proposal: None,
             pattern: None,
             texts: None,
+            lookup_hit: None,
         }
     }
 }
@@ -485,6 +488,7 @@ pub fn attempt_all(
         strategy,
         candidate,
         reason,
+        hit,
     } in deferred
     {
         let scanned = &findings[index];
@@ -520,6 +524,7 @@ pub fn attempt_all(
             attempt.reason = Some(reason);
         }
         attempt.duration_ms = started.elapsed().as_millis() as u64;
+        attempt.lookup_hit = hit;
         attempts[index] = attempt;
     }
     attempts
@@ -538,6 +543,7 @@ struct Deferred {
     strategy: Strategy,
     candidate: Option<patterns::Candidate>,
     reason: String,
+    hit: Option<bool>,
 }
 
 /// What one file's chain produced.
@@ -578,16 +584,16 @@ fn decide(
     settings: &HealSettings,
     patterns: Option<&patterns::Patterns>,
     text: &dyn Fn() -> Option<String>,
-) -> (strategy::Decision, Option<patterns::Candidate>) {
+) -> Decided {
     use strategy::Decision;
     let finding = &scanned.finding;
     let rule = strategy::choose(scanned, settings.unsafe_fixes);
-    let candidates = patterns.map(|p| p.candidates(finding)).unwrap_or_default();
-    if candidates.is_empty() {
-        return (rule, None);
-    }
-    let Some(text) = text() else {
-        return (rule, None);
+    let Some(patterns) = patterns else {
+        return Decided::plain(rule, None);
+    };
+    let candidates = patterns.candidates(finding);
+    let Some(text) = (!candidates.is_empty()).then(text).flatten() else {
+        return Decided::plain(rule, Some(false));
     };
     let matching = |want: &dyn Fn(&patterns::Candidate) -> bool| {
         patterns::first_match(&candidates, &text, finding.line, finding.column, want)
@@ -598,19 +604,46 @@ fn decide(
             Some(reason) => Decision::Approve(Strategy::Pattern, reason),
             None => Decision::Fix(Strategy::Pattern),
         };
-        return (decision, Some(c));
+        return Decided {
+            decision,
+            candidate: Some(c),
+            hit: Some(true),
+        };
     }
+    let other = matching(&|c| !c.auto_apply);
+    let hit = Some(other.is_some());
     if matches!(rule, Decision::Fix(_) | Decision::Approve(..)) {
-        return (rule, None);
+        return Decided::plain(rule, hit);
     }
-    if let Some(c) = matching(&|_| true) {
+    if let Some(c) = other {
         let reason = format!(
             "pattern {} matches at confidence {:.2}, below the 0.90 that applies a fix unattended: a human decides",
             c.id, c.confidence
         );
-        return (Decision::Approve(Strategy::Pattern, reason), Some(c));
+        return Decided {
+            decision: Decision::Approve(Strategy::Pattern, reason),
+            candidate: Some(c),
+            hit,
+        };
     }
-    (rule, None)
+    Decided::plain(rule, hit)
+}
+
+/// A finding's strategy, the pattern it uses, and whether a lookup found one that applies.
+struct Decided {
+    decision: strategy::Decision,
+    candidate: Option<patterns::Candidate>,
+    hit: Option<bool>,
+}
+
+impl Decided {
+    fn plain(decision: strategy::Decision, hit: Option<bool>) -> Self {
+        Decided {
+            decision,
+            candidate: None,
+            hit,
+        }
+    }
 }
 
 /// Makes and checks the fixes of one file, one after the other (see [`attempt_all`]).
@@ -660,7 +693,11 @@ fn run_chain(
                 .cloned()
                 .or_else(|| std::fs::read_to_string(shared.workspace.root().join(&file)).ok())
         };
-        let (decision, candidate) = decide(scanned, settings, patterns, &current_text);
+        let Decided {
+            decision,
+            candidate,
+            hit,
+        } = decide(scanned, settings, patterns, &current_text);
         let strategy = match decision {
             strategy::Decision::Fix(strategy) => strategy,
             strategy::Decision::Approve(strategy, reason) => {
@@ -671,6 +708,7 @@ fn run_chain(
                     strategy,
                     candidate,
                     reason,
+                    hit,
                 });
                 attempts.push((
                     index,
@@ -683,7 +721,9 @@ fn run_chain(
                 continue;
             }
             other => {
-                attempts.push((index, other.into_attempt(finding)));
+                let mut attempt = other.into_attempt(finding);
+                attempt.lookup_hit = hit;
+                attempts.push((index, attempt));
                 continue;
             }
         };
@@ -741,6 +781,7 @@ fn run_chain(
             );
         }
         attempt.duration_ms = started.elapsed().as_millis() as u64;
+        attempt.lookup_hit = hit;
         attempts.push((index, attempt));
     }
     ChainOutcome {

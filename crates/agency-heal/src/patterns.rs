@@ -168,6 +168,36 @@ impl Patterns {
     }
 }
 
+impl Patterns {
+    /// Reports what the run did with each finding, for the store's reuse and hit-rate
+    /// statistics (`GET /v1/stats`). Keys `<run>-<n>` make a repeated report count once.
+    pub fn record_heals(&self, run_id: &str, attempts: &[crate::Attempt]) {
+        let heals = attempts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| agency_client::wire::HealEventDoc {
+                category: a.finding.category.clone(),
+                rule: a.finding.rule.clone(),
+                strategy: a.strategy.map_or("none", |s| s.as_str()).to_string(),
+                status: a.status.as_str().to_string(),
+                pattern_id: a.pattern.as_ref().map(|p| p.id.clone()),
+                lookup_hit: a.lookup_hit,
+                idempotency_key: Some(format!("{run_id}-{}", i + 1)),
+            })
+            .collect();
+        let request = agency_client::wire::HealsRequest { heals };
+        if let Err(e) = self.client.record_heals(&request) {
+            self.errors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!(
+                    "cannot record this run's heals in {}: {e}",
+                    self.describe()
+                ));
+        }
+    }
+}
+
 /// What learning from one verified heal came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {

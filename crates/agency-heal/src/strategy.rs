@@ -207,6 +207,7 @@ pub(crate) fn preview(root: &Path, scanned: &ScannedFinding, strategy: Strategy)
         proposal: None,
         pattern: None,
         texts: None,
+        lookup_hit: None,
     };
     let text = match std::fs::read_to_string(root.join(&finding.file)) {
         Ok(text) => text,

@@ -478,6 +478,7 @@ pub(crate) fn attempt(
         proposal: None,
         pattern: None,
         texts: None,
+        lookup_hit: None,
     };
     let copy = ctx.workspace.root().to_path_buf();
     let path = copy.join(&rel);

@@ -20,15 +20,19 @@ use crate::tree::{self, Grammar, Item, Tree};
 /// characters, as ruff and mypy count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Site {
+    /// 1-based line.
     pub line: u32,
+    /// 1-based column in characters, if known.
     pub column: Option<u32>,
 }
 
 impl Site {
+    /// A site known by its line only.
     pub fn line(line: u32) -> Site {
         Site { line, column: None }
     }
 
+    /// A site known by line and column.
     pub fn at(line: u32, column: u32) -> Site {
         Site {
             line,
@@ -40,14 +44,18 @@ impl Site {
 /// One replacement: bytes `start..end` of the source become `content`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edit {
+    /// First byte replaced.
     pub start: usize,
+    /// One past the last byte replaced (`start` for an insertion).
     pub end: usize,
+    /// The replacement (empty for a deletion).
     pub content: String,
 }
 
 /// The edits of one fix: sorted by `start`, non-overlapping, byte offsets into the source.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fix {
+    /// Sorted by `start`, non-overlapping.
     pub edits: Vec<Edit>,
 }
 
@@ -82,6 +90,7 @@ pub struct ParsedSource {
 }
 
 impl ParsedSource {
+    /// The text that was parsed.
     pub fn source(&self) -> &str {
         &self.tree.source
     }
@@ -156,10 +165,14 @@ impl Matcher<'_> {
                 } else if self.rewrite.name_only[hole] {
                     s.kind == NodeKind::ExprName
                 } else {
-                    // A binding target: a name, an attribute or a subscript.
+                    // A binding target: a name, an attribute, a subscript or an unpacking.
                     matches!(
                         s.kind,
-                        NodeKind::ExprName | NodeKind::ExprAttribute | NodeKind::ExprSubscript
+                        NodeKind::ExprName
+                            | NodeKind::ExprAttribute
+                            | NodeKind::ExprSubscript
+                            | NodeKind::ExprTuple
+                            | NodeKind::ExprList
                     )
                 }
             }
@@ -376,9 +389,10 @@ fn site_offset(source: &str, site: Site) -> Result<(usize, usize, usize), Error>
 fn find(rewrite: &CompiledRewrite, s: &Tree, site: Site) -> Result<Option<Found>, Error> {
     let (offset, line_start, line_end) = site_offset(&s.source, site)?;
     let offset = TextSize::try_from(offset).unwrap_or_default();
+    // Without a column: the nodes that start on the finding's line, in source order. Then the
+    // deepest node at the site and up to four of its ancestors.
     let mut candidates = Vec::new();
     if site.column.is_none() {
-        // Nodes that start on the line, outermost first.
         candidates.extend(s.nodes.iter().enumerate().filter_map(|(id, n)| {
             let start = n.outer.start().to_usize();
             (start >= line_start && start < line_end.max(line_start + 1)).then_some(id)
@@ -470,6 +484,12 @@ fn render(
 ) -> Result<String, Error> {
     let source = s_tree.source.as_str();
     let unit = indent_unit(source);
+    // New lines end like the file's lines.
+    let newline = if source.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
     let mut out = String::new();
     let mut pending_indent = false;
     for piece in &rewrite.after.pieces {
@@ -478,7 +498,7 @@ fn render(
                 let mut spaces = 0;
                 for c in text.chars() {
                     if c == '\n' {
-                        out.push('\n');
+                        out.push_str(newline);
                         pending_indent = true;
                         spaces = 0;
                     } else if pending_indent && c == ' ' {
@@ -767,8 +787,11 @@ fn indent_unit(source: &str) -> &str {
 /// Matches `rewrite`'s before template at `site` and returns the fix that turns the matched
 /// code into the after template.
 ///
-/// `Ok(None)` when nothing at the site matches, or when the rewrite would change nothing; there
-/// is no fuzzy fallback. The edits cover only the tokens the rewrite changes (a diff of the
+/// The template's root is tried at the deepest node covering the site and up to four of its
+/// ancestors; without a column, first at the nodes starting on the site's line. A statement
+/// template is tried at every start in the block that keeps the candidate covered.
+/// `Ok(None)` when nothing there matches, or when the rewrite would change nothing; there is
+/// no fuzzy fallback. The edits cover only the tokens the rewrite changes (a diff of the
 /// matched code against its rewrite, token by token); hole text is copied from the source
 /// verbatim, so comments and formatting inside holes survive, and so does a comment at the end
 /// of a rewritten line. New lines take the indentation of the matched code's line, with the
@@ -816,10 +839,21 @@ pub(crate) fn apply_tree(
     Ok(Some(Fix { edits }))
 }
 
-/// Applies `fix` to `source` and checks the result: it must parse, and applying `rewrite`
-/// again where the fix wrote new code must change nothing (idempotence; a fix that only
-/// deletes is idempotent). Returns the fixed source.
-pub fn apply_checked(rewrite: &CompiledRewrite, source: &str, fix: &Fix) -> Result<String, Error> {
+/// A fix applied and checked by [`check_fix`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The source with the fix applied; it parses.
+    pub fixed: String,
+    /// Applying the rewrite again where the fix wrote new code changes nothing. False for
+    /// templates whose after side matches their before side (`?t + ?n` -> `?t + str(?n)`):
+    /// safe once, since the finding is gone, but they must not be applied in a loop.
+    pub idempotent: bool,
+}
+
+/// Applies `fix` to `source` and checks the result: it must parse ([`Error::Reparse`]
+/// otherwise), and it says whether applying `rewrite` again where the fix wrote new code would
+/// change nothing (a fix that only deletes is idempotent).
+pub fn check_fix(rewrite: &CompiledRewrite, source: &str, fix: &Fix) -> Result<Checked, Error> {
     let fixed = fix.apply_to(source)?;
     let parsed = parse_source(&fixed).map_err(|err| match err {
         Error::Source { cause, offset } => Error::Reparse { cause, offset },
@@ -836,7 +870,10 @@ pub fn apply_checked(rewrite: &CompiledRewrite, source: &str, fix: &Fix) -> Resu
         shift -= (edit.end - edit.start) as isize;
     }
     let Some(at) = written else {
-        return Ok(fixed);
+        return Ok(Checked {
+            fixed,
+            idempotent: true,
+        });
     };
     let before = &fixed[..at];
     let line = before.matches('\n').count() + 1;
@@ -845,12 +882,26 @@ pub fn apply_checked(rewrite: &CompiledRewrite, source: &str, fix: &Fix) -> Resu
         u32::try_from(line).unwrap_or(u32::MAX),
         u32::try_from(column).unwrap_or(u32::MAX),
     );
-    if let Some(again) = apply(rewrite, &parsed, site)?
-        && again.apply_to(&fixed)? != fixed
-    {
-        return Err(Error::NotIdempotent { offset: at });
+    let idempotent = match apply(rewrite, &parsed, site)? {
+        Some(again) => again.apply_to(&fixed)? == fixed,
+        None => true,
+    };
+    Ok(Checked { fixed, idempotent })
+}
+
+/// [`check_fix`], strict: a fix that is not idempotent is [`Error::NotIdempotent`]. Returns the
+/// fixed source.
+pub fn apply_checked(rewrite: &CompiledRewrite, source: &str, fix: &Fix) -> Result<String, Error> {
+    let checked = check_fix(rewrite, source, fix)?;
+    if !checked.idempotent {
+        let offset = fix
+            .edits
+            .iter()
+            .find(|e| !e.content.is_empty())
+            .map_or(0, |e| e.start);
+        return Err(Error::NotIdempotent { offset });
     }
-    Ok(fixed)
+    Ok(checked.fixed)
 }
 
 #[cfg(test)]
@@ -1030,6 +1081,22 @@ mod tests {
                 Site::line(1),
                 Some("v = a * b * 2\n"),
             ),
+            // Line endings follow the file.
+            (
+                "?f(?v)",
+                "if ?v is not None:\n    ?f(?v)",
+                "def f(x):\r\n    send(x)\r\n",
+                Site::line(2),
+                Some("def f(x):\r\n    if x is not None:\r\n        send(x)\r\n"),
+            ),
+            // A binding target may be an unpacking.
+            (
+                "for ?item in ?d.iteritems():\n    ?body",
+                "for ?item in ?d.items():\n    ?body",
+                "for k, v in d.iteritems():\n    use(k, v)\n",
+                Site::line(1),
+                Some("for k, v in d.items():\n    use(k, v)\n"),
+            ),
             // Statements sharing a line cannot take a rewrite that writes lines.
             (
                 "?f(?v)",
@@ -1072,6 +1139,38 @@ mod tests {
                 "{before} -> {after} on {source:?}"
             );
         }
+    }
+
+    #[test]
+    fn check_fix_reports_idempotence_and_refuses_broken_syntax() {
+        let rewrite = compile(&Rewrite {
+            before: "?t + ?n".into(),
+            after: "?t + str(?n)".into(),
+        })
+        .expect("compiles");
+        let source = "s = a + n\n";
+        let parsed = parse_source(source).expect("parses");
+        let fix = apply(&rewrite, &parsed, Site::line(1))
+            .expect("valid")
+            .expect("matches");
+        let checked = check_fix(&rewrite, source, &fix).expect("parses");
+        assert_eq!(checked.fixed, "s = a + str(n)\n");
+        assert!(!checked.idempotent, "`?t + ?n` matches its own output");
+        assert!(matches!(
+            apply_checked(&rewrite, source, &fix),
+            Err(Error::NotIdempotent { .. })
+        ));
+        let broken = Fix {
+            edits: vec![Edit {
+                start: 4,
+                end: 4,
+                content: "(".into(),
+            }],
+        };
+        assert!(matches!(
+            check_fix(&rewrite, source, &broken),
+            Err(Error::Reparse { .. })
+        ));
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! Extraction: a rewrite learned from one verified fix (LEARNING.md §2).
 //!
-//! The changed region is found by a line diff refined to characters. The minimal subtree that
-//! covers it and the finding's line (an expression, else a run of sibling statements) is the
-//! template; an after side that would be a bare hole widens it to the parent for context. Then
-//! names carried from before to after become holes: variables, call receivers, arguments,
-//! parameters, function names, imported names, carried strings and statements. Operators,
-//! keywords, attribute names, keyword-argument names, constants, inserted code and the
-//! callee of a changed call (`yaml.load`) stay concrete.
+//! The changed region is found by a line diff refined to characters (a pure deletion slides to
+//! its leftmost place). The minimal subtree that covers it and reaches the finding's line (an
+//! expression, else a run of sibling statements; a pure insertion is anchored on the line it
+//! follows or precedes) is the template. Names carried from before to after become holes:
+//! variables, binding targets, call receivers, arguments, parameters, function names, imported
+//! names, carried strings and blocks of statements that survive as blocks. Operators, keywords,
+//! attribute names, keyword-argument names, constants, inserted code, moved statements and the
+//! names of the changed call (`yaml.load`, `super`) stay concrete; comments are left out.
+//!
+//! A candidate is refused, and the next larger subtree tried, when either side would be a bare
+//! hole, an expression template keeps fewer than two concrete nodes, a hole of before is
+//! dropped although its code is still in after (the template would write a concrete copy), or
+//! the rewrite does not reproduce its own example byte for byte.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -87,9 +93,21 @@ pub fn extract(
     let mut start = p;
     let mut end = p + before_source[p..before_end].trim_end().len();
     if before_end == p {
-        let anchor = anchor_line(before_source, p);
-        start = start.min(anchor.0);
-        end = end.max(anchor.1);
+        // Code inserted right after the finding's line (an import after the flagged import)
+        // is anchored on that line; otherwise on the code it is inserted before.
+        let after_site = site.1 <= p && before_source[site.1..p].trim().is_empty();
+        let anchor = if after_site {
+            site
+        } else {
+            anchor_line(before_source, p)
+        };
+        if after_site {
+            start = anchor.0;
+            end = anchor.1;
+        } else {
+            start = start.min(anchor.0);
+            end = end.max(anchor.1);
+        }
     }
     let mut region = TextRange::new(size(start), size(end.max(start)));
     let Some(mut deepest) = deepest_covering(&bt, region) else {
@@ -512,6 +530,8 @@ struct Abstraction<'a> {
     before_holes: Vec<(TextRange, String)>,
     /// Keys of statement-run holes (matched against runs in after).
     run_keys: Vec<String>,
+    /// Keys of parameter-list holes.
+    list_keys: Vec<String>,
     /// Literal holes: body text -> name.
     literals: Vec<(String, String)>,
     /// The ranges of after that render as holes.
@@ -551,6 +571,7 @@ impl<'a> Abstraction<'a> {
             n_holes: 0,
             before_holes: Vec::new(),
             run_keys: Vec::new(),
+            list_keys: Vec::new(),
             literals: Vec::new(),
             after_replaced: Vec::new(),
         }
@@ -639,6 +660,21 @@ impl<'a> Abstraction<'a> {
                 }
             }
         }
+    }
+
+    /// The spans and keys of the item lists of after's nodes of `kind`.
+    fn after_list_spans(&self, kind: NodeKind) -> impl Iterator<Item = (TextRange, String)> + '_ {
+        self.at
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(move |(id, node)| {
+                if node.kind != kind || !self.a_span.contains_range(node.outer) {
+                    return None;
+                }
+                let span = list_span(self.at, id)?;
+                Some((span, format!("params {}", self.at.key(span))))
+            })
     }
 
     /// Makes consecutive statements of before one statement hole.
@@ -744,6 +780,35 @@ impl<'a> Abstraction<'a> {
         let range = node.outer;
         if self.is_protected(range) {
             return;
+        }
+        // A parameter list carried whole is one run hole, `?params`, so that the rewrite
+        // applies to functions with any parameters.
+        if node.kind == NodeKind::Parameters
+            && let Some(span) = list_span(self.bt, id)
+        {
+            let key = format!("params {}", self.bt.key(span));
+            if self
+                .after_list_spans(NodeKind::Parameters)
+                .any(|(_, k)| k == key)
+            {
+                let name = self.names.get(&key).cloned().unwrap_or_else(|| {
+                    let taken = self
+                        .names
+                        .values()
+                        .filter(|n| n.starts_with("params"))
+                        .count();
+                    let name = if taken == 0 {
+                        "params".to_string()
+                    } else {
+                        format!("params{}", taken + 1)
+                    };
+                    self.names.insert(key.clone(), name.clone());
+                    name
+                });
+                self.before_holes.push((span, name));
+                self.list_keys.push(key);
+                return;
+            }
         }
         let parent_kind = node.parent.map(|p| self.bt.nodes[p].kind);
         let carried = self.carried(id);
@@ -901,6 +966,15 @@ impl<'a> Abstraction<'a> {
                 }
             }
         }
+        let lists: Vec<(TextRange, String)> = self.after_list_spans(NodeKind::Parameters).collect();
+        for (span, key) in lists {
+            if self.list_keys.contains(&key)
+                && !taken(&holes, span)
+                && let Some(name) = self.names.get(&key)
+            {
+                holes.push((span, name.clone()));
+            }
+        }
         for (id, node) in self.at.nodes.iter().enumerate() {
             if !self.a_span.contains_range(node.outer)
                 || is_concrete_identifier(self.at, id)
@@ -1012,6 +1086,21 @@ fn node_key(t: &Tree, id: usize) -> String {
         format!("{:?}", node.kind)
     };
     format!("{category} {}", t.key(node.outer))
+}
+
+/// The span from the first to the last child of a list node (`a, b=1, *c` of a parameter
+/// list), without its brackets; `None` when it has no children.
+fn list_span(t: &Tree, id: usize) -> Option<TextRange> {
+    let mut kids = t.nodes[id].items.iter().filter_map(|item| match item {
+        Item::Node(n) => Some(*n),
+        Item::Token(_) => None,
+    });
+    let first = kids.next()?;
+    let last = kids.next_back().unwrap_or(first);
+    Some(TextRange::new(
+        t.nodes[first].outer.start(),
+        t.nodes[last].outer.end(),
+    ))
 }
 
 /// Attribute names and keyword-argument names are part of the code's meaning: never holes.

@@ -15,8 +15,8 @@
 //! - [`apply`] matches the before template at a finding's [`Site`] on the syntax tree of a
 //!   [`ParsedSource`] (never on text, so nothing in a string or comment matches) and returns a
 //!   [`Fix`]: sorted, non-overlapping byte edits covering only the tokens the rewrite changes,
-//!   hole text copied verbatim. [`apply_checked`] applies a fix and checks that the result
-//!   parses and that the rewrite is idempotent.
+//!   hole text copied verbatim. [`check_fix`] applies a fix, checks that the result parses and
+//!   tells whether the rewrite is idempotent; [`apply_checked`] also refuses it when it is not.
 //! - [`extract`] learns a rewrite from one verified fix (whole file before and after): the
 //!   minimal changed subtree, with the names carried from before to after turned into holes and
 //!   the rest concrete (`yaml.load(?a)` -> `yaml.safe_load(?a)`). It refuses suppressions and
@@ -34,7 +34,9 @@ mod tree;
 
 use agency_core::pattern::PatternError;
 
-pub use apply::{Edit, Fix, ParsedSource, Site, apply, apply_checked, parse_source};
+pub use apply::{
+    Checked, Edit, Fix, ParsedSource, Site, apply, apply_checked, check_fix, parse_source,
+};
 pub use extract::{DELETION_RULES, Extracted, extract};
 pub use generalise::generalise;
 pub use template::{CompiledRewrite, Hole, HoleKind, Template, compile, parse_template};

@@ -22,7 +22,8 @@ pub enum HoleKind {
     Ident,
     /// The name after a dot in an attribute access.
     Attr,
-    /// Any expression (or, in an argument or parameter list, a run of them).
+    /// Any expression (or, for `?args`/`?params` in an argument or parameter list, a run of
+    /// them).
     Expr,
     /// Part of the text of a string literal.
     Literal,
@@ -63,6 +64,7 @@ impl fmt::Display for HoleKind {
 /// A named hole and the kind inferred from where it first appears (or declared as `?x:Kind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hole {
+    /// The name without `?`.
     pub name: String,
     pub kind: HoleKind,
 }
@@ -152,10 +154,12 @@ impl CompiledRewrite {
         &self.holes
     }
 
+    /// The before side.
     pub fn before(&self) -> &Template {
         &self.before
     }
 
+    /// The after side.
     pub fn after(&self) -> &Template {
         &self.after
     }

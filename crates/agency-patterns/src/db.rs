@@ -15,7 +15,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::{Error, Result};
 
 /// Migrations, in order; the database's `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE patterns (
     pk INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -69,7 +70,22 @@ CREATE TABLE outcomes (
 );
 CREATE INDEX outcomes_pattern ON outcomes(pattern_pk);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"];
+",
+    r"
+CREATE TABLE heals (
+    pk INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pattern_id TEXT,
+    lookup_hit INTEGER,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX heals_at ON heals(at);
+",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -597,6 +613,31 @@ impl Writer<'_> {
         Ok(inserted == 1)
     }
 
+    /// Records what a heal did with one finding. Returns false (and records nothing) when its
+    /// idempotency key was seen before.
+    pub fn insert_heal(&self, h: &HealEvent, at: i64) -> Result<bool> {
+        let inserted = self
+            .tx
+            .execute(
+                "INSERT INTO heals (at, category, rule, strategy, status, pattern_id, lookup_hit,
+                    idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(idempotency_key) DO NOTHING",
+                params![
+                    at,
+                    h.category,
+                    h.rule,
+                    h.strategy,
+                    h.status,
+                    h.pattern_id,
+                    h.lookup_hit,
+                    h.idempotency_key
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
     /// Retires a pattern, keeping it (and its fingerprint) with the reason.
     pub fn retire(&self, pk: u64, at: i64, reason: &str) -> Result<()> {
         self.tx
@@ -775,7 +816,63 @@ pub fn decode_vector(bytes: &[u8], dim: usize) -> Option<Vec<f32>> {
     })
 }
 
+/// What a heal did with one finding, for the reuse and hit-rate statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealEvent {
+    pub category: String,
+    pub rule: String,
+    /// `pattern`, `rule`, `llm` or `none`.
+    pub strategy: String,
+    /// The heal's final status (`healed`, `rolled_back`, ...).
+    pub status: String,
+    pub pattern_id: Option<String>,
+    /// Whether a lookup in the store found a pattern that applies at the finding; `None`
+    /// when no lookup was made.
+    pub lookup_hit: Option<bool>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Heals of one category since some time: how many were healed, how many of those by a
+/// pattern, and the lookups made and how many found an applicable pattern.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealCounts {
+    pub healed: u64,
+    pub via_pattern: u64,
+    pub lookups: u64,
+    pub hits: u64,
+}
+
 impl Db {
+    /// Heal counts per category since `since` (unix seconds).
+    pub fn heal_counts_since(&self, since: i64) -> Result<Vec<(String, HealCounts)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT category,
+                        COALESCE(SUM(status = 'healed'), 0),
+                        COALESCE(SUM(status = 'healed' AND strategy = 'pattern'), 0),
+                        COALESCE(SUM(lookup_hit IS NOT NULL), 0),
+                        COALESCE(SUM(lookup_hit = 1), 0)
+                   FROM heals WHERE at >= ?1 GROUP BY category ORDER BY category",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    HealCounts {
+                        healed: r.get::<_, i64>(1)? as u64,
+                        via_pattern: r.get::<_, i64>(2)? as u64,
+                        lookups: r.get::<_, i64>(3)? as u64,
+                        hits: r.get::<_, i64>(4)? as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, duplicates
     /// refused by their idempotency key not included.
     pub fn outcome_totals_since(&self, since: i64) -> Result<(u64, u64)> {

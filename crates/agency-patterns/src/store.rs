@@ -1716,6 +1716,27 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl PatternStore {
+    /// Records what heals did with their findings (one transaction); returns how many were
+    /// new (a repeated idempotency key counts once).
+    pub fn record_heals(&self, heals: &[crate::db::HealEvent], at: i64) -> Result<usize> {
+        let mut db = lock(&self.writer);
+        db.write(|w| {
+            let mut added = 0;
+            for h in heals {
+                if w.insert_heal(h, at)? {
+                    added += 1;
+                }
+            }
+            Ok(added)
+        })
+    }
+
+    /// Heal counts per category since `since`, read from the database (heals recorded by
+    /// other processes count too).
+    pub fn heal_counts_since(&self, since: i64) -> Result<Vec<(String, crate::db::HealCounts)>> {
+        self.with_reader(|db| db.heal_counts_since(since))
+    }
+
     /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, read from
     /// the database so that outcomes written by other processes count too.
     pub fn outcome_totals_since(&self, since: i64) -> Result<(u64, u64)> {

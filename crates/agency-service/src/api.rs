@@ -17,8 +17,9 @@ use std::sync::Arc;
 // The bodies live in the client crate, so that its in-process implementation checks and
 // answers exactly as these handlers do.
 pub use agency_client::wire::{
-    CategoryCounts, ExampleRequest, Health, LearnRequest, LearnResponse, OutcomeRequest,
-    OutcomeWindow, PatternCounts, QueryRequest, RetireRequest, Stats,
+    CategoryCounts, ExampleRequest, HealsRequest, HealsResponse, Health, LearnRequest,
+    LearnResponse, OutcomeRequest, OutcomeWindow, PatternCounts, QueryRequest, RetireRequest,
+    Stats,
 };
 
 use crate::AppState;
@@ -145,6 +146,20 @@ pub async fn outcome(
     let input = req.into_input(now())?;
     let result = blocking(&state, move |store| Ok(store.record_outcome(&input)?)).await?;
     Ok(Json(result))
+}
+
+/// `POST /v1/heals`.
+pub async fn heals(
+    State(state): State<AppState>,
+    _auth: Authorized,
+    ApiJson(req): ApiJson<HealsRequest>,
+) -> Result<Json<HealsResponse>, ApiError> {
+    let events = req.into_events()?;
+    let recorded = blocking(&state, move |store| Ok(store.record_heals(&events, now())?)).await?;
+    Ok(Json(HealsResponse {
+        version: SCHEMA_VERSION,
+        recorded,
+    }))
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<PatternList>, ApiError> {
@@ -406,6 +421,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn heals_feed_the_reuse_and_hit_rates_and_count_once_per_key() {
+        let app = app();
+        let event = |strategy: &str, status: &str, hit: bool, key: &str| {
+            json!({"category": "style", "rule": "E711", "strategy": strategy,
+                "status": status, "lookup_hit": hit, "idempotency_key": key})
+        };
+        let body = json!({"heals": [
+            event("pattern", "healed", true, "r1-1"),
+            event("rule", "healed", false, "r1-2"),
+            event("rule", "healed", true, "r1-3"),
+            event("none", "flagged", false, "r1-4"),
+        ]});
+        let (status, first) = app.post("/v1/heals", &body).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["recorded"], 4);
+        let (_, again) = app.post("/v1/heals", &body).await;
+        assert_eq!(again["recorded"], 0);
+        let (status, bad) = app
+            .post(
+                "/v1/heals",
+                &json!({"heals": [event("magic", "healed", true, "x")]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_code(&bad), "invalid_strategy");
+
+        let (_, stats) = app.get("/v1/stats").await;
+        let week = &stats["heals"]["7d"];
+        assert_eq!(week["healed"], 3, "{stats:#}");
+        assert_eq!(week["via_pattern"], 1);
+        assert!((week["reuse_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(week["lookups"], 4);
+        assert_eq!(week["hit_rate"], 0.5);
+        assert_eq!(stats["heals_by_category"]["style"]["via_pattern"], 1);
+    }
+
+    #[tokio::test]
     async fn outcomes_update_confidence_and_count_once_per_key() {
         let app = app();
         app.seed().await;
@@ -520,6 +572,7 @@ mod tests {
                 ),
                 (Method::DELETE, "/v1/patterns/x", Some(r#"{"reason": "x"}"#)),
                 (Method::POST, "/v1/prune", None),
+                (Method::POST, "/v1/heals", Some(r#"{"heals": []}"#)),
             ] {
                 let (status, response) = app.call(method, uri, token, body).await;
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {token:?}");

@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/patterns", get(api::list).post(api::learn))
         .route("/v1/patterns/{id}", get(api::show).delete(api::retire))
         .route("/v1/outcomes", post(api::outcome))
+        .route("/v1/heals", post(api::heals))
         .route("/v1/prune", post(api::prune))
         .route("/v1/stats", get(api::stats))
         .fallback(api::not_found)
