@@ -306,7 +306,14 @@ fn sigterm_or_ctrl_c_kills_the_tests_and_removes_the_copy() {
         "{:?}",
         sent.elapsed()
     );
-    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{:?} (signal {:?}): {}",
+        out.status,
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("interrupted"),
         "{}",

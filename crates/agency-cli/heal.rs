@@ -764,11 +764,16 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         }
         Err(_) => None,
     });
+    let generator = llm_tier(home, &root)?;
+    let tiers = agency_heal::Tiers {
+        patterns: patterns.as_ref(),
+        llm: generator.as_ref(),
+    };
     let mut attempts = agency_heal::attempt_all(
         &mut session,
         &heal_settings,
         &scanned.findings,
-        patterns.as_ref(),
+        &tiers,
         &progress,
     );
     let verified = attempts
@@ -848,6 +853,28 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     Ok(report_exit(&report, fail_on))
 }
 
+/// The LLM tier of the repository at `root`: `None` without `[llm]` (the tier is skipped).
+fn llm_tier(home: &Path, root: &Path) -> Result<Option<agency_heal::generate::Generator>> {
+    let loaded = config::load(root)?;
+    let file = || {
+        loaded
+            .file
+            .as_ref()
+            .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+    };
+    let Some(config) = agency_llm::LlmConfig::from_table(loaded.options.llm.as_ref())
+        .with_context(|| format!("invalid [llm] in {}", file()))?
+    else {
+        return Ok(None);
+    };
+    let key = config
+        .api_key(|name| std::env::var(name).ok())
+        .with_context(|| format!("cannot use the [llm] api_key_env of {}", file()))?;
+    let client = agency_llm::LlmClient::new(config, home, key)
+        .with_context(|| format!("cannot use the [llm] of {}", file()))?;
+    Ok(Some(agency_heal::generate::Generator::new(client)))
+}
+
 /// Every fix a deterministic fixer made and the tests verified becomes a pattern (or one more
 /// example and success of a known one). Fixes made by patterns were reported as outcomes.
 fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agency_heal::Attempt]) {
@@ -855,7 +882,10 @@ fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agen
     for a in attempts {
         if a.status != agency_heal::Status::Healed
             || a.fixed_by.is_some()
-            || a.strategy != Some(agency_heal::Strategy::Rule)
+            || !matches!(
+                a.strategy,
+                Some(agency_heal::Strategy::Rule | agency_heal::Strategy::Llm)
+            )
         {
             continue;
         }

@@ -285,25 +285,29 @@ impl RunWatch {
     }
 }
 
-/// Sets `flag` on SIGINT or SIGTERM (from then on they no longer end the process at once: the
-/// watcher ends it after cleaning up).
+/// Sets `flag` on SIGINT or SIGTERM. The handlers are registered before this returns (from
+/// then on the signals no longer end the process at once: the watcher ends it after cleaning
+/// up); a thread waits for them.
 fn watch_signals(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let streams = {
+        let _context = runtime.enter();
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
+    let Ok((mut interrupt, mut terminate)) = streams else {
+        return;
+    };
     std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-        else {
-            return;
-        };
         runtime.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             flag.store(true, std::sync::atomic::Ordering::Release);
         });

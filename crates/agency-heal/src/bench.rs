@@ -105,8 +105,13 @@ fn run_mode(
     let baseline_ms = baseline_started.elapsed().as_millis() as u64;
     // Deterministic fixers only: the bench asks no pattern store (its answers depend on the
     // machine's history).
-    let mut attempts =
-        crate::attempt_all(&mut session, settings, &scanned.findings, None, &progress);
+    let mut attempts = crate::attempt_all(
+        &mut session,
+        settings,
+        &scanned.findings,
+        &crate::Tiers::default(),
+        &progress,
+    );
     let writes = crate::apply::plan(&session, &attempts);
     let outcomes = crate::apply::execute(&settings.scan.root, &writes, &mut |_, _| {});
     crate::apply::settle(&mut attempts, &outcomes);

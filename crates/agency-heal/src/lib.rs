@@ -19,6 +19,7 @@ pub mod batch;
 pub mod bench;
 pub mod control;
 pub mod diff;
+pub mod generate;
 pub mod journal;
 pub mod patterns;
 pub mod schedule;
@@ -402,7 +403,7 @@ pub fn attempt_all(
     session: &mut Session,
     settings: &HealSettings,
     findings: &[ScannedFinding],
-    patterns: Option<&patterns::Patterns>,
+    tiers: &Tiers<'_>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<Attempt> {
     let total = findings.len();
@@ -428,7 +429,7 @@ pub fn attempt_all(
                 &shared,
                 worker,
                 settings,
-                patterns,
+                tiers,
                 findings,
                 &chains[file],
                 batching,
@@ -508,13 +509,18 @@ pub fn attempt_all(
             .get(&scanned.finding.id)
             .unwrap_or(&scanned.finding.id)
             .clone();
+        let examples = examples_for(tiers, &scanned.finding);
         let mut attempt = verify::propose_for_approval(
             session,
             settings,
             scanned,
             &current_id,
             strategy,
-            candidate.as_ref(),
+            &verify::Fixers {
+                candidate: candidate.as_ref(),
+                llm: tiers.llm,
+                examples: &examples,
+            },
             progress,
         );
         if let Some(proposal) = attempt.proposal.as_mut() {
@@ -528,6 +534,13 @@ pub fn attempt_all(
         attempts[index] = attempt;
     }
     attempts
+}
+
+/// Where fixes come from besides the deterministic fixers: the pattern store and the model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tiers<'a> {
+    pub patterns: Option<&'a patterns::Patterns>,
+    pub llm: Option<&'a generate::Generator>,
 }
 
 /// What every worker shares: the copy, the verify command and the suite before any fix.
@@ -580,6 +593,54 @@ fn removed_by(finding: &Finding, earlier: &Attempt, by: usize) -> Attempt {
 /// deterministic fixer's decision when it has a fix; else a less confident pattern that
 /// matches, for a human to approve; else the fixer's flag or skip.
 fn decide(
+    scanned: &ScannedFinding,
+    settings: &HealSettings,
+    tiers: &Tiers<'_>,
+    text: &dyn Fn() -> Option<String>,
+) -> Decided {
+    let decided = decide_known(scanned, settings, tiers.patterns, text);
+    // The model, last: only where nothing else knows a fix, never for style.
+    if let (strategy::Decision::Flag(_), Some(llm)) = (&decided.decision, tiers.llm)
+        && scanned.finding.category != "style"
+        && decided.candidate.is_none()
+    {
+        let decision = match scanned.finding.approval_reason() {
+            Some(reason) => strategy::Decision::Approve(Strategy::Llm, reason),
+            None if llm.auto_apply() => strategy::Decision::Fix(Strategy::Llm),
+            None => strategy::Decision::Approve(
+                Strategy::Llm,
+                "a generated fix waits for a human ([llm] auto_apply = false)".into(),
+            ),
+        };
+        return Decided {
+            decision,
+            candidate: None,
+            hit: decided.hit,
+        };
+    }
+    decided
+}
+
+/// The closest patterns as worked examples for the model, whatever their confidence.
+fn examples_for(tiers: &Tiers<'_>, finding: &Finding) -> Vec<agency_llm::Example> {
+    tiers.patterns.map_or_else(Vec::new, |p| {
+        p.candidates(finding)
+            .into_iter()
+            .take(3)
+            .map(|c| {
+                let rewrite = c.rewrite.rewrite();
+                agency_llm::Example {
+                    before: rewrite.before,
+                    after: rewrite.after,
+                    confidence: c.confidence,
+                }
+            })
+            .collect()
+    })
+}
+
+/// [`decide`] without the model: a pattern or a deterministic fixer.
+fn decide_known(
     scanned: &ScannedFinding,
     settings: &HealSettings,
     patterns: Option<&patterns::Patterns>,
@@ -652,7 +713,7 @@ fn run_chain(
     shared: &Shared<'_>,
     worker: usize,
     settings: &HealSettings,
-    patterns: Option<&patterns::Patterns>,
+    tiers: &Tiers<'_>,
     findings: &[ScannedFinding],
     chain: &[usize],
     batching: bool,
@@ -697,7 +758,7 @@ fn run_chain(
             decision,
             candidate,
             hit,
-        } = decide(scanned, settings, patterns, &current_text);
+        } = decide(scanned, settings, tiers, &current_text);
         let strategy = match decision {
             strategy::Decision::Fix(strategy) => strategy,
             strategy::Decision::Approve(strategy, reason) => {
@@ -735,6 +796,11 @@ fn run_chain(
             line: finding.line,
         });
         let current_id = alias.get(&finding.id).unwrap_or(&finding.id).clone();
+        let examples = if strategy == Strategy::Llm {
+            examples_for(tiers, finding)
+        } else {
+            Vec::new()
+        };
         let mut ctx = Ctx {
             tool_cache: tool_cache(shared.workspace, Some(worker)),
             workspace: shared.workspace,
@@ -749,7 +815,11 @@ fn run_chain(
             scanned,
             &current_id,
             strategy,
-            candidate.as_ref(),
+            &verify::Fixers {
+                candidate: candidate.as_ref(),
+                llm: tiers.llm,
+                examples: &examples,
+            },
             &mut current,
             !batching,
             progress,

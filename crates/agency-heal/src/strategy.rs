@@ -18,6 +18,8 @@ pub enum Strategy {
     Pattern,
     /// A deterministic fixer: the edits the reporting tool (ruff) proposes.
     Rule,
+    /// A generated fix from a language model (`[llm]`).
+    Llm,
 }
 
 impl Strategy {
@@ -26,6 +28,7 @@ impl Strategy {
         match self {
             Strategy::Pattern => "pattern",
             Strategy::Rule => "rule",
+            Strategy::Llm => "llm",
         }
     }
 
@@ -34,6 +37,7 @@ impl Strategy {
         match name {
             "pattern" => Some(Strategy::Pattern),
             "rule" => Some(Strategy::Rule),
+            "llm" => Some(Strategy::Llm),
             _ => None,
         }
     }

@@ -458,7 +458,7 @@ pub(crate) fn attempt(
     scanned: &ScannedFinding,
     current_id: &str,
     strategy: Strategy,
-    candidate: Option<&crate::patterns::Candidate>,
+    fixers: &Fixers<'_>,
     current: &mut HashMap<String, Vec<ScannedFinding>>,
     suite: bool,
     progress: &dyn Fn(Progress),
@@ -540,7 +540,26 @@ pub(crate) fn attempt(
         ));
         return (attempt, yardstick, None);
     };
-    let after = if let (Strategy::Pattern, Some(candidate)) = (strategy, candidate) {
+    let after = if strategy == Strategy::Llm {
+        let Some(llm) = fixers.llm else {
+            attempt.status = Status::Skipped;
+            attempt.reason = Some("no LLM is configured ([llm] in agency.toml)".into());
+            return (attempt, yardstick, None);
+        };
+        match llm.generate(&fresh.finding, &before, fixers.examples) {
+            Ok(after) => after,
+            Err(crate::generate::NoFix::Skip(reason)) => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some(reason);
+                return (attempt, yardstick, None);
+            }
+            Err(crate::generate::NoFix::Fail(reason)) => {
+                attempt.status = Status::Failed;
+                attempt.reason = Some(reason);
+                return (attempt, yardstick, None);
+            }
+        }
+    } else if let (Strategy::Pattern, Some(candidate)) = (strategy, fixers.candidate) {
         attempt.pattern = Some(crate::PatternUse {
             id: candidate.id.clone(),
             confidence: candidate.confidence,
@@ -651,6 +670,16 @@ pub(crate) fn attempt(
     (attempt, yardstick, None)
 }
 
+/// Where a fix that is not the deterministic fixer's comes from.
+pub(crate) struct Fixers<'a> {
+    /// The pattern to apply (strategy `Pattern`).
+    pub candidate: Option<&'a crate::patterns::Candidate>,
+    /// The model (strategy `Llm`).
+    pub llm: Option<&'a crate::generate::Generator>,
+    /// Worked examples for the model.
+    pub examples: &'a [agency_llm::Example],
+}
+
 /// Makes and verifies a fix that needs a human's approval, with its own suite run, on the
 /// text the run's kept fixes leave; then takes it out of the copy again. A fix that passes ends
 /// `PendingApproval` with its [`Proposal`]; the copy and the run's verified texts are as before.
@@ -660,7 +689,7 @@ pub(crate) fn propose_for_approval(
     scanned: &ScannedFinding,
     current_id: &str,
     strategy: Strategy,
-    candidate: Option<&crate::patterns::Candidate>,
+    fixers: &Fixers<'_>,
     progress: &dyn Fn(Progress),
 ) -> Attempt {
     let rel = scanned.finding.file.clone();
@@ -673,7 +702,7 @@ pub(crate) fn propose_for_approval(
         scanned,
         current_id,
         strategy,
-        candidate,
+        fixers,
         &mut current,
         true,
         progress,

@@ -1,0 +1,121 @@
+//! The LLM tier end to end: the real binary, tools and store, and the local OpenAI-compatible
+//! test server (`agency_llm::test_server`, the only fake: no model is reachable here). Three
+//! tiers in order: a finding no pattern and no fixer knows goes to the model; the verified
+//! generated fix is learned, and the next identical finding is answered by the pattern without
+//! a call. With a budget of almost nothing the call is not made and the finding says why.
+
+use std::path::Path;
+
+use agency_llm::test_server::{Scripted, TestServer};
+use serde_json::Value;
+
+use crate::util::{agency_at, git, private_home, run};
+
+const FILE: &str = "shop/greet.py";
+
+const SOURCE: &str = "\"\"\"Greetings.\"\"\"\n\n\ndef greet(name: str) -> str:\n    \"\"\"A greeting for name.\"\"\"\n    return f\"Hello, {name}!\"\n\n\ndef welcome() -> str:\n    \"\"\"The welcome line.\"\"\"\n    return greet(nam=\"guest\")\n";
+
+const ANSWER: &str = r#"{"edits": [{"find": "greet(nam=\"guest\")", "replace": "greet(name=\"guest\")"}], "explanation": "the parameter is called name"}"#;
+
+/// A repository with a call-arg error (mypy) that nothing but the model knows how to fix.
+fn repo(llm: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("shop")).unwrap();
+    std::fs::create_dir_all(root.join("tests")).unwrap();
+    std::fs::write(
+        root.join("pyproject.toml"),
+        "[project]\nname = \"shop\"\nversion = \"0.1.0\"\n\n[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\npythonpath = [\".\"]\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("shop/__init__.py"), "").unwrap();
+    std::fs::write(root.join(FILE), SOURCE).unwrap();
+    std::fs::write(
+        root.join("tests/test_greet.py"),
+        "from shop.greet import greet, welcome\n\n\ndef test_greet() -> None:\n    assert greet(\"ada\") == \"Hello, ada!\"\n\n\ndef test_welcome() -> None:\n    assert welcome() == \"Hello, guest!\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("agency.toml"), llm).unwrap();
+    git(root, &["init", "-q", "-b", "main"]);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "greet"]);
+    dir
+}
+
+fn heal(home: &Path, root: &Path) -> Value {
+    let (code, stdout, stderr) = run(agency_at(home)
+        .current_dir(root)
+        .args(["heal", "--yes", "--json", "--tools", "mypy"]));
+    assert!(code == 0 || code == 1, "{code}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+fn call_arg(doc: &Value) -> &Value {
+    doc["heals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["finding"]["rule"] == "call-arg")
+        .unwrap_or_else(|| panic!("no call-arg heal: {doc:#}"))
+}
+
+#[test]
+fn the_model_fixes_what_nothing_else_knows_and_the_fix_is_learned() {
+    let server = TestServer::start().unwrap();
+    server.set_default(Scripted::answer(ANSWER));
+    let home = private_home();
+    let config = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\nauto_apply = true\n",
+        server.base_url()
+    );
+    let a = repo(&config);
+    let doc = heal(home.path(), a.path());
+    let heal_a = call_arg(&doc);
+    assert_eq!(heal_a["status"], "healed", "{heal_a:#}");
+    assert_eq!(heal_a["strategy"], "llm");
+    assert_eq!(heal_a["verification"]["tests"], "passed");
+    let text = std::fs::read_to_string(a.path().join(FILE)).unwrap();
+    assert!(text.contains("return greet(name=\"guest\")"), "{text}");
+    assert_eq!(server.calls(), 1);
+    // The prompt carried the enclosing function and the finding.
+    let request = &server.requests()[0];
+    assert!(request.contains("def welcome()"), "{request}");
+    assert!(request.contains("call-arg"), "{request}");
+
+    // The same defect elsewhere: the pattern learned from the generated fix answers it, and
+    // the model is not asked again (one success so far: offered for approval).
+    let b = repo(&config);
+    let doc = heal(home.path(), b.path());
+    let heal_b = call_arg(&doc);
+    assert_eq!(heal_b["strategy"], "pattern", "{heal_b:#}");
+    assert_eq!(heal_b["status"], "pending_approval", "{heal_b:#}");
+    assert_eq!(server.calls(), 1);
+
+    let (_, stdout, _) = run(agency_at(home.path()).args(["llm", "usage", "--json"]));
+    let usage: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(usage["calls"], 1, "{usage:#}");
+}
+
+#[test]
+fn over_budget_the_model_is_not_called_and_the_finding_says_why() {
+    let server = TestServer::start().unwrap();
+    server.set_default(Scripted::answer(ANSWER));
+    let home = private_home();
+    let config = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\nauto_apply = true\nmonthly_budget_usd = 0.000001\n",
+        server.base_url()
+    );
+    let a = repo(&config);
+    let doc = heal(home.path(), a.path());
+    let heal = call_arg(&doc);
+    assert_eq!(heal["status"], "skipped", "{heal:#}");
+    assert!(
+        heal["reason"].as_str().unwrap().contains("budget"),
+        "{heal:#}"
+    );
+    assert_eq!(server.calls(), 0);
+    assert_eq!(
+        std::fs::read_to_string(a.path().join(FILE)).unwrap(),
+        SOURCE
+    );
+}
