@@ -119,3 +119,63 @@ fn over_budget_the_model_is_not_called_and_the_finding_says_why() {
         SOURCE
     );
 }
+
+#[test]
+fn runtime_errors_from_a_log_are_healed_each_at_its_own_place() {
+    let server = TestServer::start().unwrap();
+    // The model is asked about the first NoneType crash it gets; this answer fits the one in
+    // shop/orders.py and is refused for any other (its `find` is not in their region).
+    server.set_default(Scripted::answer(
+        r#"{"edits": [{"find": "    return customers.lookup(order[\"customer_id\"]).upper()", "replace": "    owner = customers.lookup(order[\"customer_id\"])\n    if owner is None:\n        raise LookupError(f\"no customer {order['customer_id']}\")\n    return owner.upper()"}], "explanation": "a missing customer is an error that says so"}"#,
+    ));
+    let home = private_home();
+    let repo = crate::util::git_fixture("fixtures/demo-repo");
+    let root = repo.path();
+    std::fs::write(
+        root.join("agency.toml"),
+        format!(
+            "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\nauto_apply = true\n",
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/logs/shop-production.log");
+    let (code, stdout, stderr) = run(agency_at(home.path())
+        .current_dir(root)
+        .args(["heal", "--yes", "--json", "--from-log"])
+        .arg(&log));
+    assert!(code == 0 || code == 1, "{code}\n{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let heals = doc["heals"].as_array().unwrap();
+    // Every traceback is its own finding at its own place.
+    let places: Vec<String> = heals
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["finding"]["file"].as_str().unwrap(),
+                h["finding"]["line"]
+            )
+        })
+        .collect();
+    assert!(
+        places.contains(&"shop/orders.py:14".to_string()),
+        "{places:?}"
+    );
+    assert!(
+        places.contains(&"shop/report.py:9".to_string()),
+        "{places:?}"
+    );
+    let orders = heals
+        .iter()
+        .find(|h| h["finding"]["file"] == "shop/orders.py")
+        .unwrap();
+    assert_eq!(orders["finding"]["category"], "runtime");
+    assert_eq!(orders["status"], "healed", "{orders:#}");
+    assert_eq!(orders["strategy"], "llm");
+    let text = std::fs::read_to_string(root.join("shop/orders.py")).unwrap();
+    assert!(
+        text.contains("    if owner is None:\n        raise LookupError("),
+        "{text}"
+    );
+}

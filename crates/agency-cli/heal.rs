@@ -677,14 +677,14 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     if args.sarif {
         bail!("--sarif describes findings, not heals: use it with --scan");
     }
-    if args.from_log.is_some() {
-        bail!(
-            "healing runtime errors from a log is not built yet: run `agency heal --scan --from-log FILE` to see them"
-        );
-    }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = config::find_root(&cwd);
-    let (heal_settings, fail_on) = heal_settings(home, &root, args)?;
+    let (mut heal_settings, fail_on) = heal_settings(home, &root, args)?;
+    // Runtime errors: the tracebacks of a log, each at its own place in the repository, are
+    // the findings; fixes are verified by parse, re-scan and the tests.
+    if let Some(log) = &args.from_log {
+        heal_settings.scan.log = Some(read_log(log)?);
+    }
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let preview = args.dry_run || (!args.yes && !interactive);
     if preview && !args.dry_run {

@@ -528,10 +528,14 @@ pub(crate) fn attempt(
         }
     }
     let yardstick = current.get(&rel).cloned().unwrap_or_default();
+    // A runtime error (from a log) is never reported by a static scan: it is its own
+    // yardstick, at the place the traceback named.
+    let runtime = finding.category == "runtime";
     let Some(fresh) = yardstick
         .iter()
         .find(|f| f.finding.id == current_id)
         .cloned()
+        .or_else(|| runtime.then(|| scanned.clone()))
     else {
         attempt.status = Status::Skipped;
         attempt.strategy = None;
@@ -866,8 +870,10 @@ fn check(
     let after_counts = defect_counts(&rescan);
     let key = (finding.rule.as_str(), finding.message.as_str());
     let count = |counts: &HashMap<(&str, &str), usize>| counts.get(&key).copied().unwrap_or(0);
-    if rescan.iter().any(|f| f.finding.id == finding.id)
-        || count(&after_counts) >= count(&before_counts)
+    // A runtime error cannot be seen by a re-scan: the tests are its proof.
+    if finding.category != "runtime"
+        && (rescan.iter().any(|f| f.finding.id == finding.id)
+            || count(&after_counts) >= count(&before_counts))
     {
         return reject(format!("a re-scan of {rel} still reports {}", finding.rule));
     }
