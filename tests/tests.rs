@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod heal;
 mod healing;
+mod learn_git;
 mod llm_heal;
 mod patterns_heal;
 mod scan;

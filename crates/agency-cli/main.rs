@@ -9,6 +9,7 @@ mod approvals;
 mod config;
 mod heal;
 mod healing;
+mod learn;
 mod llm;
 mod output;
 mod patterns;

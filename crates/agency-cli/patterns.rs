@@ -46,6 +46,8 @@ pub enum PatternsCommand {
     /// Pattern reuse: heals made by patterns over all heals and lookup hit rate (last 1h, 24h,
     /// 7d and per category), outcomes, and pattern counts.
     Stats(StatsArgs),
+    /// Learn patterns from the fixes in the repository's history (`--from-git [REV_RANGE]`).
+    Learn(crate::learn::LearnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +252,7 @@ struct BatchOutcome {
 pub fn run(home: &Path, cmd: PatternsCommand) -> anyhow::Result<ExitStatus> {
     let layout = agency_setup::Layout::new(home);
     match cmd {
+        PatternsCommand::Learn(args) => crate::learn::run(home, &args),
         PatternsCommand::Query(args) => query(&layout, &args),
         PatternsCommand::List(args) => {
             let client = connect(&layout, &args.service, &args.store)?;

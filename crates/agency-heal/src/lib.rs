@@ -20,6 +20,7 @@ pub mod bench;
 pub mod control;
 pub mod diff;
 pub mod generate;
+pub mod history;
 pub mod journal;
 pub mod patterns;
 pub mod schedule;
