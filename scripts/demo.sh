@@ -24,10 +24,16 @@ git -C "$work/shop" -c user.name=demo -c user.email=demo@example.org commit -q -
 log="$PWD/fixtures/logs/shop-production.log"
 
 agency="$PWD/$agency"
+# The demo's heals keep their approvals, outcomes and learned patterns in a data directory of
+# their own (sharing the installed model and tools), removed with the copy.
+demo_home="$work/home"
+mkdir -p "$demo_home"
+for asset in lib models venv; do ln -s "$AGENCY_HOME/$asset" "$demo_home/$asset"; done
+cp "$AGENCY_HOME/assets.json" "$demo_home/"
 scan() {
     printf '\n$ agency %s\n' "$*"
     # Exit 1 means findings at or above the failing priority: expected here.
-    (cd "$work/shop" && "$agency" "$@") || [ $? -eq 1 ]
+    (cd "$work/shop" && AGENCY_HOME="$demo_home" "$agency" "$@") || [ $? -eq 1 ]
 }
 scan heal --scan
 scan heal --scan --from-log "$log"
@@ -35,6 +41,8 @@ scan heal --scan --from-log "$log"
 scan heal --yes
 printf '\n$ git diff --stat   # what the heal changed in the demo repository\n'
 git -C "$work/shop" diff --stat
+# Risky fixes were verified but wait for a human (`agency approvals approve|reject ID`).
+scan approvals list
 
 store="$AGENCY_HOME/demo-store"
 rm -rf "$store"

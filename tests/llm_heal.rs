@@ -13,12 +13,20 @@ use crate::util::{agency_at, git, private_home, run};
 
 const FILE: &str = "shop/greet.py";
 
-const SOURCE: &str = "\"\"\"Greetings.\"\"\"\n\n\ndef greet(name: str) -> str:\n    \"\"\"A greeting for name.\"\"\"\n    return f\"Hello, {name}!\"\n\n\ndef welcome() -> str:\n    \"\"\"The welcome line.\"\"\"\n    return greet(nam=\"guest\")\n";
+/// A planted secret sits in the function the model is shown.
+const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+const SOURCE: &str = "\"\"\"Greetings.\"\"\"\n\n\ndef greet(name: str) -> str:\n    \"\"\"A greeting for name.\"\"\"\n    return f\"Hello, {name}!\"\n\n\ndef welcome() -> str:\n    \"\"\"The welcome line.\"\"\"\n    audit_key = \"AKIAIOSFODNN7EXAMPLE\"\n    assert audit_key\n    return greet(nam=\"guest\")\n";
 
 const ANSWER: &str = r#"{"edits": [{"find": "greet(nam=\"guest\")", "replace": "greet(name=\"guest\")"}], "explanation": "the parameter is called name"}"#;
 
 /// A repository with a call-arg error (mypy) that nothing but the model knows how to fix.
 fn repo(llm: &str) -> tempfile::TempDir {
+    repo_with(llm, 1)
+}
+
+/// The same with the defect in `modules` files (`shop/greet.py`, `shop/greet2.py`, ...).
+fn repo_with(llm: &str, modules: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("shop")).unwrap();
@@ -30,6 +38,9 @@ fn repo(llm: &str) -> tempfile::TempDir {
     .unwrap();
     std::fs::write(root.join("shop/__init__.py"), "").unwrap();
     std::fs::write(root.join(FILE), SOURCE).unwrap();
+    for i in 2..=modules {
+        std::fs::write(root.join(format!("shop/greet{i}.py")), SOURCE).unwrap();
+    }
     std::fs::write(
         root.join("tests/test_greet.py"),
         "from shop.greet import greet, welcome\n\n\ndef test_greet() -> None:\n    assert greet(\"ada\") == \"Hello, ada!\"\n\n\ndef test_welcome() -> None:\n    assert welcome() == \"Hello, guest!\"\n",
@@ -77,10 +88,16 @@ fn the_model_fixes_what_nothing_else_knows_and_the_fix_is_learned() {
     let text = std::fs::read_to_string(a.path().join(FILE)).unwrap();
     assert!(text.contains("return greet(name=\"guest\")"), "{text}");
     assert_eq!(server.calls(), 1);
-    // The prompt carried the enclosing function and the finding.
+    // The prompt carried the enclosing function and the finding, but not the secret in it,
+    // which is still in the healed file.
     let request = &server.requests()[0];
     assert!(request.contains("def welcome()"), "{request}");
     assert!(request.contains("call-arg"), "{request}");
+    assert!(
+        !request.contains(SECRET),
+        "the secret reached the server: {request}"
+    );
+    assert!(text.contains(SECRET), "{text}");
 
     // The same defect elsewhere: the pattern learned from the generated fix answers it, and
     // the model is not asked again (one success so far: offered for approval).
@@ -178,4 +195,54 @@ fn runtime_errors_from_a_log_are_healed_each_at_its_own_place() {
         text.contains("    if owner is None:\n        raise LookupError("),
         "{text}"
     );
+}
+
+#[test]
+fn a_confident_pattern_means_no_call_and_ten_findings_never_have_more_than_five_in_flight() {
+    let server = TestServer::start().unwrap();
+    server.set_default(Scripted::answer(ANSWER).with_delay(std::time::Duration::from_millis(400)));
+    let home = private_home();
+    let config = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\nauto_apply = true\n",
+        server.base_url()
+    );
+    // Ten files with the defect, made in parallel: at most five requests at once.
+    let many = repo_with(&config, 10);
+    let doc = heal(home.path(), many.path());
+    let by_llm = doc["heals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["finding"]["rule"] == "call-arg" && h["strategy"] == "llm")
+        .count();
+    assert_eq!(by_llm, 10, "{doc:#}");
+    assert_eq!(server.calls(), 10);
+    assert!(server.max_in_flight() <= 5, "{}", server.max_in_flight());
+    assert!(
+        server.max_in_flight() >= 2,
+        "the heals did not run in parallel"
+    );
+
+    // A confident pattern for the defect: the model is not asked at all.
+    let record = serde_json::json!({
+        "version": 1, "id": "type-call-arg-nam-test", "category": "type", "rule": "call-arg",
+        "title": "greet's parameter is name", "message": "Unexpected keyword argument",
+        "applicability": "safe", "before": "greet(nam=?v)", "after": "greet(name=?v)",
+        "examples": [{"before": "greet(nam=x)", "after": "greet(name=x)", "source": "import"}],
+        "source": "import", "prior": {"successes": 20.0, "failures": 0.0}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.jsonl");
+    std::fs::write(&file, format!("{record}\n")).unwrap();
+    let (code, _, stderr) = run(agency_at(home.path())
+        .args(["patterns", "import"])
+        .arg(&file));
+    assert_eq!(code, 0, "{stderr}");
+    let calls = server.calls();
+    let one = repo(&config);
+    let doc = heal(home.path(), one.path());
+    let heal = call_arg(&doc);
+    assert_eq!(heal["status"], "healed", "{heal:#}");
+    assert_eq!(heal["strategy"], "pattern");
+    assert_eq!(server.calls(), calls);
 }
