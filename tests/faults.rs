@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{agency_at, git_fixture, home, private_home, run, user_files};
+use crate::util::{agency_at, git_fixture, private_home, run, user_files};
 
 fn heal_json(home: &Path, dir: &Path, args: &[&str]) -> (i32, Value, String) {
     let (code, stdout, stderr) = run(agency_at(home).current_dir(dir).args(args));
@@ -197,7 +197,7 @@ fn a_read_only_file_is_not_written() {
     let cart = root.join("shop/cart.py");
     std::fs::set_permissions(&cart, std::fs::Permissions::from_mode(0o444)).unwrap();
     let before = std::fs::read(&cart).unwrap();
-    let (_, doc, stderr) = heal_json(&home(), root, &["heal", "--yes", "--json"]);
+    let (_, doc, stderr) = heal_json(crate::util::run_home(), root, &["heal", "--yes", "--json"]);
     let heal = doc["heals"]
         .as_array()
         .unwrap()
@@ -235,7 +235,7 @@ fn a_tool_that_prints_garbage_or_crashes_is_reported_and_nothing_is_written() {
         .unwrap();
         let before = user_files(root);
         let (code, doc, stderr) = heal_json(
-            &home(),
+            crate::util::run_home(),
             root,
             &["heal", "--yes", "--json", "--tools", "ruff"],
         );
@@ -256,7 +256,7 @@ fn no_space_to_write_fails_with_a_message_and_loses_nothing() {
     let agency = env!("CARGO_BIN_EXE_agency");
     let (code, stdout, stderr) = run(std::process::Command::new("sh")
         .current_dir(root)
-        .env("AGENCY_HOME", home())
+        .env("AGENCY_HOME", crate::util::run_home())
         .env("AGENCY_EMBED_THREADS", "1")
         .args([
             "-c",

@@ -21,10 +21,18 @@ pub fn home() -> PathBuf {
     home
 }
 
-/// `agency` with the test data directory and deterministic embedding.
+/// The data directory of this test run: the installed model and tools of [`home`], with a
+/// pattern store, approvals and healing state of its own, so that what one run learns never
+/// changes the next one.
+pub fn run_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(private_home).path()
+}
+
+/// `agency` with this run's data directory and deterministic embedding.
 pub fn agency() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agency"));
-    cmd.env("AGENCY_HOME", home())
+    cmd.env("AGENCY_HOME", run_home())
         .env("AGENCY_EMBED_THREADS", "1")
         .env_remove("AGENCY_LOG")
         .env_remove("AGENCY_PROGRESS");
