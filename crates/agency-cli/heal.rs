@@ -748,21 +748,23 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     // The pattern store opens (the embedding model loads) while the tests run on the copy.
     let opening = (!scanned.findings.is_empty()).then(|| {
         let home = home.to_path_buf();
-        std::thread::spawn(move || crate::patterns::heal_client(&home))
+        JoinOnDrop(Some(std::thread::spawn(move || {
+            crate::patterns::heal_client(&home)
+        })))
     });
     let mut session = agency_heal::start(&heal_settings, &progress)?;
     for note in &session.notes {
         output::warn(note);
     }
-    let patterns = opening.and_then(|thread| match thread.join() {
-        Ok(Ok(client)) => Some(agency_heal::patterns::Patterns::new(client)),
-        Ok(Err(e)) => {
+    let patterns = opening.and_then(|mut opening| match opening.join() {
+        Some(Ok(client)) => Some(agency_heal::patterns::Patterns::new(client)),
+        Some(Err(e)) => {
             output::warn(&format!(
                 "the pattern store is unavailable ({e:#}); healing with the deterministic fixers only"
             ));
             None
         }
-        Err(_) => None,
+        None => None,
     });
     let generator = llm_tier(home, &root)?;
     let tiers = agency_heal::Tiers {
@@ -851,6 +853,25 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     }
     print_heal_report(&report, args.json)?;
     Ok(report_exit(&report, fail_on))
+}
+
+/// A thread joined when dropped: the store's model must not be loading when the process ends
+/// (an early return after it started), or ONNX Runtime crashes on the way out.
+struct JoinOnDrop<T>(Option<std::thread::JoinHandle<T>>);
+
+impl<T> JoinOnDrop<T> {
+    /// The thread's result; `None` if it panicked.
+    fn join(&mut self) -> Option<T> {
+        self.0.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl<T> Drop for JoinOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The LLM tier of the repository at `root`: `None` without `[llm]` (the tier is skipped).

@@ -230,6 +230,7 @@ impl RunWatch {
                     // terminal's signal never reaches them; kill them, then end as a stop does.
                     agency_heal::control::kill_groups(&groups);
                     let _writing = gate.lock();
+                    let _quiet = agency_heal::patterns::quiesce();
                     if let Ok(copy) = copy.lock()
                         && let Some(dir) = copy.as_ref()
                     {
@@ -243,8 +244,10 @@ impl RunWatch {
                 }
                 if control.is_stopped() {
                     agency_heal::control::kill_groups(&groups);
-                    // A write to the user's tree in progress finishes first.
+                    // A write to the user's tree in progress finishes first, and the pattern
+                    // store's model (ONNX Runtime crashes if the process ends while it works).
                     let _writing = gate.lock();
+                    let _quiet = agency_heal::patterns::quiesce();
                     let reason = control
                         .state()
                         .map_or_else(|| "stopped".to_string(), |s| s.reason);

@@ -322,7 +322,11 @@ fn store(
             id: id.clone(),
             category: rewrite.category.clone(),
             rule: rewrite.rule.clone(),
-            title: format!("{}: {}", rewrite.rule, first_words(&rewrite.message, 60)),
+            title: format!(
+                "{}: {}",
+                rewrite.rule,
+                agency_heal::patterns::first_words(&rewrite.message, 60)
+            ),
             message: rewrite.message.clone(),
             explanation: format!(
                 "Learned from commit {short} \"{}\" in the repository's history: a human fix that removed a finding of {}. Not yet verified by a heal here.",
@@ -379,18 +383,6 @@ fn notes(mined: &Mined) -> Vec<NoteDoc> {
             message: n.message.clone(),
         })
         .collect()
-}
-
-/// At most `n` characters of `text`, cut at a word.
-fn first_words(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
-        return text.to_string();
-    }
-    let cut: String = text.chars().take(n).collect();
-    match cut.rfind(' ') {
-        Some(i) => format!("{}…", &cut[..i]),
-        None => format!("{cut}…"),
-    }
 }
 
 /// Notes shown in the text report.

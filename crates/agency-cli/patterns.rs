@@ -466,6 +466,10 @@ pub(crate) fn open_store_at(
     layout: &agency_setup::Layout,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<PatternStore> {
+    // ONNX Runtime must not be working when a heal ends early (it crashes on the way out): the
+    // model is held busy while it loads and while each seed pattern is embedded, and let go
+    // between patterns, where a stop can take over.
+    let mut busy = Some(agency_heal::patterns::busy());
     let embedder = load_embedder(layout)?;
     let dir = dir.unwrap_or_else(|| layout.default_store());
     let store = PatternStore::open(StoreConfig::new(&dir), embedder)
@@ -477,7 +481,10 @@ pub(crate) fn open_store_at(
     let seeded = agency_patterns::seed::ensure_seeded(&store, now(), &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+        drop(busy.take());
+        busy = Some(agency_heal::patterns::busy());
     })?;
+    drop(busy);
     bar.finish_and_clear();
     if let Some(report) = seeded.filter(|r| r.added > 0) {
         crate::output::progress_line(&format!(

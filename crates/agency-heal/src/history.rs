@@ -279,9 +279,6 @@ pub const CONFIG_FILES: &[&str] = &[
     ".bandit",
 ];
 
-/// A learned template longer than this is the fix's surroundings more than the fix.
-const MAX_TEMPLATE_LINES: usize = 6;
-
 /// Rules not learned from history: formatting is ruff's job, import sorting isort's, and the
 /// project rules look at other files than the two scanned versions.
 const NOT_LEARNED: &[&str] = &[
@@ -1014,15 +1011,16 @@ fn learn_one(
 }
 
 /// Why an extracted rewrite is not worth storing, if it is not.
-fn unusable(rewrite: &Rewrite) -> Option<String> {
+pub(crate) fn unusable(rewrite: &Rewrite) -> Option<String> {
     let lines = rewrite
         .before
         .lines()
         .count()
         .max(rewrite.after.lines().count());
-    if lines > MAX_TEMPLATE_LINES {
+    if lines > crate::patterns::MAX_TEMPLATE_LINES {
         return Some(format!(
-            "the rewrite spans {lines} lines (more than {MAX_TEMPLATE_LINES}): too specific to reuse"
+            "the rewrite spans {lines} lines (more than {}): too specific to reuse",
+            crate::patterns::MAX_TEMPLATE_LINES
         ));
     }
     if normalized_code(&rewrite.before) == normalized_code(&rewrite.after) {

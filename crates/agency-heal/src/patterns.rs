@@ -18,6 +18,26 @@ use agency_core::contract::Finding;
 use agency_core::pattern::Rewrite;
 use agency_learn::{CompiledRewrite, Site};
 
+/// Held, shared, while the pattern store's embedding model loads or embeds; taken exclusively
+/// by whoever ends the process early (an emergency stop, Ctrl-C): ONNX Runtime crashes if the
+/// process exits while it works.
+static STORE_BUSY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A shared hold on the store's model (see [`quiesce`]).
+pub fn busy() -> std::sync::RwLockReadGuard<'static, ()> {
+    STORE_BUSY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until no model work is in flight and keeps new work out: call before ending the
+/// process early.
+pub fn quiesce() -> std::sync::RwLockWriteGuard<'static, ()> {
+    STORE_BUSY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A pattern that may fix a finding.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -100,7 +120,11 @@ impl Patterns {
                 k: Some(K),
                 min_confidence: None,
             };
-            let response = match self.client.query(&request) {
+            let answer = {
+                let _busy = busy();
+                self.client.query(&request)
+            };
+            let response = match answer {
                 Ok(response) => response,
                 Err(e) => {
                     let message = format!("pattern lookup in {} failed: {e}", self.describe());
@@ -212,7 +236,7 @@ pub enum Learned {
 
 /// A learned template longer than this is the fix's surroundings more than the fix: it would
 /// match almost nowhere else.
-const MAX_TEMPLATE_LINES: usize = 6;
+pub const MAX_TEMPLATE_LINES: usize = 6;
 
 /// Rules whose fixes are not worth a pattern: a deterministic tool does them whole.
 const NOT_LEARNED: &[&str] = &[agency_scan::tools::ruff::FORMAT_RULE, "I001"];
@@ -234,15 +258,8 @@ impl Patterns {
             Err(e) => return Learned::Skipped(e.to_string()),
         };
         let rewrite = extracted.rewrite;
-        let lines = rewrite
-            .before
-            .lines()
-            .count()
-            .max(rewrite.after.lines().count());
-        if lines > MAX_TEMPLATE_LINES {
-            return Learned::Skipped(format!(
-                "the rewrite spans {lines} lines: too specific to reuse"
-            ));
+        if let Some(why) = crate::history::unusable(&rewrite) {
+            return Learned::Skipped(why);
         }
         let fingerprint = rewrite.fingerprint(&finding.rule);
         let rule_slug: String = finding
@@ -284,7 +301,11 @@ impl Patterns {
             }],
             source: "heal".into(),
         };
-        match self.client.learn(&request) {
+        let learned = {
+            let _busy = busy();
+            self.client.learn(&request)
+        };
+        match learned {
             Ok(response) if response.learned == "merged" => Learned::Merged(response.id),
             Ok(response) => Learned::Inserted(response.id),
             Err(e) => Learned::Skipped(format!("the store refused it: {e}")),
@@ -293,7 +314,7 @@ impl Patterns {
 }
 
 /// At most `n` characters of `text`, cut at a word.
-fn first_words(text: &str, n: usize) -> String {
+pub fn first_words(text: &str, n: usize) -> String {
     if text.chars().count() <= n {
         return text.to_string();
     }
