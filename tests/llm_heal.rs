@@ -246,3 +246,50 @@ fn a_confident_pattern_means_no_call_and_ten_findings_never_have_more_than_five_
     assert_eq!(heal["strategy"], "pattern");
     assert_eq!(server.calls(), calls);
 }
+
+#[test]
+fn a_generated_fix_waits_for_approval_and_is_learned_once_approved() {
+    let server = TestServer::start().unwrap();
+    server.set_default(Scripted::answer(ANSWER));
+    let home = private_home();
+    let config = format!(
+        "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
+        server.base_url()
+    );
+    let a = repo(&config);
+    let doc = heal(home.path(), a.path());
+    let proposed = call_arg(&doc);
+    assert_eq!(proposed["status"], "pending_approval", "{proposed:#}");
+    assert_eq!(proposed["strategy"], "llm");
+    assert_eq!(
+        std::fs::read_to_string(a.path().join(FILE)).unwrap(),
+        SOURCE
+    );
+    let (_, stdout, _) = run(agency_at(home.path()).args(["approvals", "list", "--json"]));
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let id = list["approvals"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["approvals"][0]["verification"]["tests"], "passed");
+    let (code, stdout, stderr) = run(agency_at(home.path()).current_dir(a.path()).args([
+        "approvals",
+        "approve",
+        &id,
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        std::fs::read_to_string(a.path().join(FILE))
+            .unwrap()
+            .contains("greet(name=\"guest\")")
+    );
+    let (_, stdout, _) = run(agency_at(home.path()).args(["patterns", "list", "--json"]));
+    let patterns: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        patterns["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["rule"] == "call-arg" && p["source"] == "heal"),
+        "{patterns:#}"
+    );
+    assert_eq!(server.calls(), 1);
+}

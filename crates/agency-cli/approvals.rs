@@ -193,6 +193,8 @@ fn approve(home: &Path, store: &Approvals, args: &IdArgs) -> Result<ExitStatus> 
     let approval = store.get(&args.id)?;
     let root = &approval.repository;
     let settings = crate::heal::default_heal_settings(home, root)?;
+    // What a fix made by a fixer or the model is learned from, once it is applied.
+    let before = std::fs::read_to_string(root.join(&approval.file)).ok();
     // The stop switch applies to approvals as to heals: refuse while stopped, die on a stop.
     let watch = crate::healing::RunWatch::start(home, root)?;
     let plain = output::plain_progress();
@@ -247,6 +249,11 @@ fn approve(home: &Path, store: &Approvals, args: &IdArgs) -> Result<ExitStatus> 
         store.remove(&approval.id)?;
     }
     match result {
+        "applied" if approval.pattern_id.is_none() => {
+            if let Some(before) = before {
+                learn_approved(home, &approval, before);
+            }
+        }
         "applied" => report_outcome(home, &approval, true, "approve"),
         // Rolled back: the tests failed or the finding stayed; agency's own errors say
         // nothing about the pattern.
@@ -348,6 +355,26 @@ fn report_outcome(home: &Path, approval: &Approval, success: bool, decision: &st
         Err(e) => output::warn(&format!(
             "cannot record the outcome of pattern {pattern_id}: {e:#}"
         )),
+    }
+}
+
+/// An approved fix that a fixer or the model made becomes a pattern, as a healed one does
+/// (`unsafe`: a human approved it once; it applies unattended only after verified uses).
+fn learn_approved(home: &Path, approval: &Approval, before: String) {
+    let mut attempt = attempt_of(approval);
+    attempt.status = agency_heal::Status::Healed;
+    attempt.texts = Some((before, approval.after.clone()));
+    match crate::patterns::heal_client(home) {
+        Ok(client) => {
+            let patterns = agency_heal::patterns::Patterns::new(client);
+            if let agency_heal::patterns::Learned::Skipped(why) = patterns.learn_from(&attempt) {
+                tracing::debug!(id = %approval.id, "approved fix not learned: {why}");
+            }
+            for e in patterns.errors() {
+                output::warn(&e);
+            }
+        }
+        Err(e) => output::warn(&format!("cannot learn from the approved fix: {e:#}")),
     }
 }
 
