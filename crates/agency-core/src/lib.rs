@@ -11,6 +11,7 @@ pub mod contract;
 pub mod fusion;
 pub mod latency;
 pub mod pattern;
+pub mod secrets;
 
 pub use category::Category;
 pub use pattern::{Applicability, Source};

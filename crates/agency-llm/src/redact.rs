@@ -80,40 +80,9 @@ static LITERAL: LazyLock<Regex> = LazyLock::new(|| {
 static TOKEN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/_=-]{20,}").expect("a valid regex"));
 
-/// Words that make a name a credential (AGY203's list, and `pass`, `secrets`).
-const SECRET_WORDS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "pass",
-    "passphrase",
-    "secret",
-    "secrets",
-    "token",
-    "apikey",
-    "credential",
-    "credentials",
-    "authorization",
-    "privatekey",
-    "secretkey",
-    "accesskey",
-    "authtoken",
-];
-
-/// Words before `key` that make it a credential: `api_key`, `private_key`, `access_key`.
-const KEY_QUALIFIERS: &[&str] = &[
-    "api",
-    "private",
-    "access",
-    "auth",
-    "encryption",
-    "signing",
-    "master",
-    "app",
-    "client",
-    "license",
-    "secret",
-];
+/// Words that make a name a credential besides the shared ones
+/// (`agency_core::secrets`): redaction errs on the side of hiding.
+const MORE_SECRET_WORDS: &[&str] = &["pass", "secrets"];
 
 /// Replaces secrets by placeholders and puts them back. One per prompt: the numbering is
 /// shared by every text it redacts.
@@ -245,46 +214,12 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
 /// True for names that hold a credential: a credential word anywhere, or `key` after a
 /// qualifier (`api_key`, `PRIVATE_KEY`, `secretKey`).
 pub fn is_secret_name(name: &str) -> bool {
-    let words = split_words(name);
+    let words = agency_core::secrets::split_words(name);
     words.iter().enumerate().any(|(idx, word)| {
-        SECRET_WORDS.contains(&word.as_str())
-            || (word == "key"
-                && idx
-                    .checked_sub(1)
-                    .is_some_and(|p| KEY_QUALIFIERS.contains(&words[p].as_str())))
+        let previous = idx.checked_sub(1).map(|p| words[p].as_str());
+        MORE_SECRET_WORDS.contains(&word.as_str())
+            || agency_core::secrets::is_secret_word(word, previous)
     })
-}
-
-/// Lowercase words of an identifier or key: split at non-alphanumerics and camelCase
-/// boundaries, trailing digits dropped (`password2`).
-fn split_words(name: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            prev_lower = false;
-            if !current.is_empty() {
-                words.push(std::mem::take(&mut current));
-            }
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower && !current.is_empty() {
-            words.push(std::mem::take(&mut current));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        current.push(c.to_ascii_lowercase());
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    for word in &mut words {
-        let trimmed = word.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if trimmed > 0 {
-            word.truncate(trimmed);
-        }
-    }
-    words
 }
 
 /// Shannon entropy of the characters of `s`, in bits per character.

@@ -230,36 +230,6 @@ fn target_name(target: &Expr) -> Option<(&str, &'static str)> {
 /// toy values, and guessing them gains an attacker little over the name itself.
 const MIN_SECRET_LEN: usize = 8;
 
-/// Words that make a name a credential, alone or as the last of two (`api_key`).
-const SECRET_WORDS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "passphrase",
-    "secret",
-    "token",
-    "apikey",
-    "credential",
-    "credentials",
-    "authorization",
-    "privatekey",
-    "secretkey",
-    "accesskey",
-    "authtoken",
-];
-const KEY_QUALIFIERS: &[&str] = &[
-    "api",
-    "private",
-    "access",
-    "auth",
-    "encryption",
-    "signing",
-    "master",
-    "app",
-    "client",
-    "license",
-    "secret",
-];
 /// A last word that makes the name describe a credential rather than hold one:
 /// `password_field`, `token_type`, `TOKEN_URL`, `secret_key_name`, `PASSWORD_HASHERS`.
 const DESCRIBING_WORDS: &[&str] = &[
@@ -398,7 +368,7 @@ const ACTION_QUALIFIERS: &[&str] = &["reset", "forgot", "change", "revoke"];
 /// `api`/`private`/`secret`/..., unless the last word says the name describes one or the word
 /// before it says the name acts on one.
 fn is_secret_name(name: &str) -> bool {
-    let words = split_words(name);
+    let words = agency_core::secrets::split_words(name);
     let Some(last) = words.last() else {
         return false;
     };
@@ -413,41 +383,8 @@ fn is_secret_name(name: &str) -> bool {
         if previous.is_some_and(|p| ACTION_QUALIFIERS.contains(&p)) {
             return false;
         }
-        SECRET_WORDS.contains(&word.as_str())
-            || (word == "key" && previous.is_some_and(|p| KEY_QUALIFIERS.contains(&p)))
+        agency_core::secrets::is_secret_word(word, previous)
     })
-}
-
-/// Lowercase words of an identifier or key: split at `_`, `-`, `.`, spaces and camelCase
-/// boundaries, trailing digits dropped (`password2`).
-fn split_words(name: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            prev_lower = false;
-            if !current.is_empty() {
-                words.push(std::mem::take(&mut current));
-            }
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower && !current.is_empty() {
-            words.push(std::mem::take(&mut current));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        current.push(c.to_ascii_lowercase());
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    for word in &mut words {
-        let trimmed = word.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if trimmed > 0 {
-            word.truncate(trimmed);
-        }
-    }
-    words
 }
 
 /// Substrings of placeholders, templates and documentation values.
