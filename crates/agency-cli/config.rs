@@ -15,6 +15,15 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
+impl Loaded {
+    /// Where the options came from, for messages: the file, else the repository `root`.
+    pub fn source(&self, root: &Path) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+    }
+}
+
 /// The repository root for `start` (a file or directory): the nearest ancestor holding `.git`,
 /// else the nearest holding `agency.toml` or `pyproject.toml`, else `start` itself (or its
 /// parent for a file).

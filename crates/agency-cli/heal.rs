@@ -234,21 +234,7 @@ pub fn run(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     // The repository is the one the command runs in, as for git: paths outside it are refused.
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = config::find_root(&cwd);
-    let loaded = config::load(&root)?;
-    let scan_options = loaded.options.scan.clone().unwrap_or_default();
-    let mut settings = settings(home, &root, &scan_options, args)?;
-    let baseline_path = args
-        .baseline
-        .clone()
-        .or_else(|| scan_options.baseline.as_ref().map(|b| root.join(b)));
-    if let Some(path) = &baseline_path {
-        settings.baseline = baseline::load(path)
-            .with_context(|| format!("cannot use the baseline {}", path.display()))?;
-    }
-    let fail_on = args
-        .fail_on
-        .or(scan_options.fail_on)
-        .unwrap_or(Priority::P1);
+    let (mut settings, fail_on, _) = scan_settings(home, &root, args)?;
     if let Some(log) = &args.from_log {
         settings.log = Some(read_log(log)?);
     }
@@ -538,48 +524,49 @@ fn render_text(report: &ScanReport, fail_on: Priority) -> String {
 
 /// `agency heal` without `--scan`: scan, then fix in a private copy, verify, and keep the
 /// verified fixes (after asking, unless `--yes`); `--dry-run` only shows the fixes.
-/// The heal settings of the repository at `root` (its configuration merged with the flags)
-/// and the failing priority.
-fn heal_settings(
+/// The scan settings of the repository at `root` (its configuration merged with the flags,
+/// the baseline loaded), the failing priority, and the configuration they came from.
+fn scan_settings(
     home: &Path,
     root: &Path,
     args: &HealArgs,
-) -> Result<(agency_heal::HealSettings, Priority)> {
+) -> Result<(ScanSettings, Priority, config::Loaded)> {
     let loaded = config::load(root)?;
     let scan_options = loaded.options.scan.clone().unwrap_or_default();
-    let mut scan_settings = settings(home, root, &scan_options, args)?;
+    let mut settings = settings(home, root, &scan_options, args)?;
     let baseline_path = args
         .baseline
         .clone()
         .or_else(|| scan_options.baseline.as_ref().map(|b| root.join(b)));
     if let Some(path) = &baseline_path {
-        scan_settings.baseline = baseline::load(path)
+        settings.baseline = baseline::load(path)
             .with_context(|| format!("cannot use the baseline {}", path.display()))?;
     }
     let fail_on = args
         .fail_on
         .or(scan_options.fail_on)
         .unwrap_or(Priority::P1);
+    Ok((settings, fail_on, loaded))
+}
+
+/// The heal settings of the repository at `root` (its configuration merged with the flags),
+/// the failing priority, and the configuration they came from.
+fn heal_settings(
+    home: &Path,
+    root: &Path,
+    args: &HealArgs,
+) -> Result<(agency_heal::HealSettings, Priority, config::Loaded)> {
+    let (scan_settings, fail_on, loaded) = scan_settings(home, root, args)?;
     let pinned_venv = agency_setup::Layout::new(home).venv();
-    let verify = agency_heal::verify::resolve(root, loaded.options.verify.as_ref(), &pinned_venv)
-        .with_context(|| {
-        format!(
-            "cannot use the verify command of {}",
-            loaded
-                .file
-                .as_ref()
-                .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
-        )
-    })?;
+    let verify =
+        agency_heal::verify::resolve(root, loaded.options.verify.as_ref(), &pinned_venv)
+            .with_context(|| format!("cannot use the verify command of {}", loaded.source(root)))?;
     let heal_options = loaded.options.heal.clone().unwrap_or_default();
     let max_concurrent = heal_options.max_concurrent.unwrap_or(5);
     if max_concurrent == 0 {
         bail!(
             "`[heal] max_concurrent` is 0 in {}: set it to 1 or more (default 5)",
-            loaded
-                .file
-                .as_ref()
-                .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
+            loaded.source(root)
         );
     }
     let heal_settings = agency_heal::HealSettings {
@@ -590,7 +577,7 @@ fn heal_settings(
         batch: !args.no_batch && heal_options.batch.unwrap_or(true),
         max_concurrent,
     };
-    Ok((heal_settings, fail_on))
+    Ok((heal_settings, fail_on, loaded))
 }
 
 pub fn run_heal_bench(home: &Path, args: &HealBenchArgs) -> Result<ExitStatus> {
@@ -604,7 +591,7 @@ pub fn run_heal_bench(home: &Path, args: &HealBenchArgs) -> Result<ExitStatus> {
     };
     let mut plain = plain_scan_args(args.tools.clone(), Vec::new());
     plain.scan = false;
-    let (settings, _) = heal_settings(home, &root, &plain)?;
+    let (settings, _, _) = heal_settings(home, &root, &plain)?;
     let report = agency_heal::bench::run(&settings, &|step: &str| {
         output::progress_line(&format!("bench: {step}"));
     })?;
@@ -679,7 +666,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = config::find_root(&cwd);
-    let (mut heal_settings, fail_on) = heal_settings(home, &root, args)?;
+    let (mut heal_settings, fail_on, loaded) = heal_settings(home, &root, args)?;
     // Runtime errors: the tracebacks of a log, each at its own place in the repository, are
     // the findings; fixes are verified by parse, re-scan and the tests.
     if let Some(log) = &args.from_log {
@@ -766,7 +753,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
         }
         None => None,
     });
-    let generator = llm_tier(home, &root)?;
+    let generator = llm_tier(home, &root, &loaded)?;
     let tiers = agency_heal::Tiers {
         patterns: patterns.as_ref(),
         llm: generator.as_ref(),
@@ -875,14 +862,12 @@ impl<T> Drop for JoinOnDrop<T> {
 }
 
 /// The LLM tier of the repository at `root`: `None` without `[llm]` (the tier is skipped).
-fn llm_tier(home: &Path, root: &Path) -> Result<Option<agency_heal::generate::Generator>> {
-    let loaded = config::load(root)?;
-    let file = || {
-        loaded
-            .file
-            .as_ref()
-            .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
-    };
+fn llm_tier(
+    home: &Path,
+    root: &Path,
+    loaded: &config::Loaded,
+) -> Result<Option<agency_heal::generate::Generator>> {
+    let file = || loaded.source(root);
     let Some(config) = agency_llm::LlmConfig::from_table(loaded.options.llm.as_ref())
         .with_context(|| format!("invalid [llm] in {}", file()))?
     else {

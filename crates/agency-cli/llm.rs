@@ -38,16 +38,8 @@ fn usage(home: &Path, args: &UsageArgs) -> anyhow::Result<ExitStatus> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = crate::config::find_root(&cwd);
     let loaded = crate::config::load(&root)?;
-    let config =
-        agency_llm::LlmConfig::from_table(loaded.options.llm.as_ref()).with_context(|| {
-            format!(
-                "invalid [llm] in {}",
-                loaded
-                    .file
-                    .as_ref()
-                    .map_or_else(|| root.display().to_string(), |f| f.display().to_string())
-            )
-        })?;
+    let config = agency_llm::LlmConfig::from_table(loaded.options.llm.as_ref())
+        .with_context(|| format!("invalid [llm] in {}", loaded.source(&root)))?;
     let budget = config
         .as_ref()
         .map_or(agency_llm::config::DEFAULT_MONTHLY_BUDGET_USD, |c| {

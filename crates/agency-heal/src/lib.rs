@@ -163,6 +163,16 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// Records the fix's own suite run (a batch of one): passed when the fix was kept, failed
+    /// when the run rejected it; without a run, the tests stay `skipped`.
+    pub(crate) fn record(&mut self, suite: Option<SuiteRun>, kept: bool) {
+        if suite.is_some() {
+            self.tests = if kept { Tests::Passed } else { Tests::Failed };
+        }
+        self.batch = suite.as_ref().map(|_| 1);
+        self.suite = suite;
+    }
+
     fn skipped() -> Self {
         Verification {
             tests: Tests::Skipped,

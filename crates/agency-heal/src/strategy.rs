@@ -68,14 +68,6 @@ impl Decision {
             Decision::Skip(reason) => Attempt::without_fix(finding, Status::Skipped, reason),
         }
     }
-
-    /// The strategy to try, if any.
-    pub fn strategy(&self) -> Option<Strategy> {
-        match self {
-            Decision::Fix(s) | Decision::Approve(s, _) => Some(*s),
-            Decision::Flag(_) | Decision::Skip(_) => None,
-        }
-    }
 }
 
 pub use agency_core::contract::APPROVAL_IMPACT_PCT;

@@ -20,8 +20,7 @@ use nix::unistd::Pid;
 use crate::strategy::{self, Strategy};
 use crate::workspace::sha256_hex;
 use crate::{
-    Attempt, Ctx, Error, HealSettings, Progress, Proposal, Result, Session, Status, Tests,
-    Verification,
+    Attempt, Ctx, Error, HealSettings, Progress, Proposal, Result, Session, Status, Verification,
 };
 
 /// How long a verify command may run when `[verify] timeout_s` is not set.
@@ -626,13 +625,7 @@ pub(crate) fn attempt(
     attempt.verification.duration_ms = verify_started.elapsed().as_millis() as u64;
     match verdict {
         Check::Kept { rescan, suite } => {
-            attempt.verification.tests = if suite.is_some() {
-                Tests::Passed
-            } else {
-                Tests::Skipped
-            };
-            attempt.verification.batch = suite.as_ref().map(|_| 1);
-            attempt.verification.suite = suite;
+            attempt.verification.record(suite, true);
             attempt.status = Status::Verified;
             attempt.texts = Some((before.clone(), after.clone()));
             current.insert(rel.clone(), rescan);
@@ -644,15 +637,7 @@ pub(crate) fn attempt(
             suite,
             failed,
         } => {
-            if let Some(suite) = &suite {
-                attempt.verification.tests = if suite.acceptable_against(ctx.baseline) {
-                    Tests::Passed
-                } else {
-                    Tests::Failed
-                };
-            }
-            attempt.verification.batch = suite.as_ref().map(|_| 1);
-            attempt.verification.suite = suite;
+            attempt.verification.record(suite, false);
             attempt.status = if failed {
                 Status::Failed
             } else {
@@ -788,13 +773,7 @@ pub(crate) fn reverify(
     attempt.verification.duration_ms = started.elapsed().as_millis() as u64;
     match verdict {
         Check::Kept { suite, .. } => {
-            attempt.verification.tests = if suite.is_some() {
-                Tests::Passed
-            } else {
-                Tests::Skipped
-            };
-            attempt.verification.batch = suite.as_ref().map(|_| 1);
-            attempt.verification.suite = suite;
+            attempt.verification.record(suite, true);
             attempt.status = Status::Verified;
             attempt.reason = None;
         }
@@ -803,11 +782,7 @@ pub(crate) fn reverify(
             suite,
             failed,
         } => {
-            if suite.is_some() {
-                attempt.verification.tests = Tests::Failed;
-            }
-            attempt.verification.batch = suite.as_ref().map(|_| 1);
-            attempt.verification.suite = suite;
+            attempt.verification.record(suite, false);
             attempt.status = if failed {
                 Status::Failed
             } else {
