@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 export AGENCY_HOME="${AGENCY_HOME:-$PWD/.agency-home}"
 # Cache nothing outside the clone.
 export PIP_CACHE_DIR="$AGENCY_HOME/pip-cache"
+# A one-shot build gains nothing from incremental state; it only costs disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
