@@ -43,6 +43,11 @@ printf '\n$ git diff --stat   # what the heal changed in the demo repository\n'
 git -C "$work/shop" diff --stat
 # Risky fixes were verified but wait for a human (`agency approvals approve|reject ID`).
 scan approvals list
+# The production log's NoneType crashes: fixed where they happen, each with a regression test
+# where the crash can be driven from one.
+scan heal --yes --from-log "$log"
+printf '\n$ git status --short   # the fixes and the regression tests they brought\n'
+git -C "$work/shop" status --short -- shop tests
 
 store="$AGENCY_HOME/demo-store"
 rm -rf "$store"

@@ -293,3 +293,51 @@ fn a_generated_fix_waits_for_approval_and_is_learned_once_approved() {
     );
     assert_eq!(server.calls(), 1);
 }
+
+#[test]
+fn a_bad_answer_is_never_applied_and_says_why() {
+    // Each answer fails in its own way: code that does not parse, an edit of another function
+    // (outside the region the finding allows), and an answer slower than the timeout.
+    let cases: [(&str, Scripted, &str); 3] = [
+        (
+            "not valid code",
+            Scripted::answer(
+                r#"{"edits": [{"find": "greet(nam=\"guest\")", "replace": "greet(name=\"guest\""}], "explanation": "oops"}"#,
+            ),
+            "syntax error",
+        ),
+        (
+            "the wrong function",
+            Scripted::answer(
+                r#"{"edits": [{"find": "return f\"Hello, {name}!\"", "replace": "return f\"Hi, {name}!\""}], "explanation": "elsewhere"}"#,
+            ),
+            "outside",
+        ),
+        (
+            "too slow",
+            Scripted::answer(ANSWER).with_delay(std::time::Duration::from_secs(5)),
+            "did not answer within",
+        ),
+    ];
+    for (what, answer, why) in cases {
+        let server = TestServer::start().unwrap();
+        server.set_default(answer);
+        let home = private_home();
+        let config = format!(
+            "[llm]\nbase_url = \"{}\"\nmodel = \"test-model\"\nauto_apply = true\ntimeout_s = 1\nmax_attempts = 1\n",
+            server.base_url()
+        );
+        let a = repo(&config);
+        let doc = heal(home.path(), a.path());
+        let heal = call_arg(&doc);
+        assert_ne!(heal["status"], "healed", "{what}: {heal:#}");
+        assert_ne!(heal["status"], "pending_approval", "{what}: {heal:#}");
+        let reason = heal["reason"].as_str().unwrap_or_default().to_lowercase();
+        assert!(reason.contains(why), "{what}: {heal:#}");
+        assert_eq!(
+            std::fs::read_to_string(a.path().join(FILE)).unwrap(),
+            SOURCE,
+            "{what}"
+        );
+    }
+}

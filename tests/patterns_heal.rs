@@ -34,6 +34,20 @@ fn import_pattern(home: &Path, id: &str, after: &str) {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
 }
 
+/// The heal-pattern fixture in a new git repository, with `source` as its lookup module.
+fn fixture_with_lookup(source: &str) -> tempfile::TempDir {
+    let b = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/heal-pattern"),
+        b.path(),
+    );
+    std::fs::write(b.path().join(FILE), source).unwrap();
+    crate::util::git(b.path(), &["init", "-q", "-b", "main"]);
+    crate::util::git(b.path(), &["add", "-A"]);
+    crate::util::git(b.path(), &["commit", "-q", "-m", "b"]);
+    b
+}
+
 fn heal(home: &Path, root: &Path) -> Value {
     let (code, stdout, stderr) = run(agency_at(home)
         .current_dir(root)
@@ -148,19 +162,9 @@ fn a_fix_learned_in_one_repository_is_offered_in_another_with_other_names() {
 
     // Repository B: the same defect with other names. Without --unsafe-fixes no fixer may
     // fix it; the learned pattern (confidence 0.67) matches and is offered for approval.
-    let b = tempfile::tempdir().unwrap();
-    crate::util::copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/heal-pattern"),
-        b.path(),
-    );
-    std::fs::write(
-        b.path().join(FILE),
+    let b = fixture_with_lookup(
         "\"\"\"Finding things in records.\"\"\"\n\n\ndef has_owner(row: dict[str, object]) -> bool:\n    \"\"\"Whether the row names an owner.\"\"\"\n    return row.get(\"owner\") != None\n",
-    )
-    .unwrap();
-    crate::util::git(b.path(), &["init", "-q", "-b", "main"]);
-    crate::util::git(b.path(), &["add", "-A"]);
-    crate::util::git(b.path(), &["commit", "-q", "-m", "b"]);
+    );
     let doc = heal(home.path(), b.path());
     let proposed = e711(&doc);
     assert_eq!(proposed["status"], "pending_approval", "{proposed:#}");
@@ -282,4 +286,136 @@ fn a_failing_pattern_loses_auto_apply_is_retired_and_never_relearned() {
     let (code, _, _) =
         run(agency_at(home.path()).args(["patterns", "show", "style-e711-inverted-again"]));
     assert_eq!(code, 2, "the retired rewrite is stored under a new id");
+}
+
+#[test]
+fn a_fixer_making_a_known_patterns_fix_again_refines_that_pattern() {
+    let home = private_home();
+    // A general pattern, not confident enough to apply on its own (Beta(2, 1): 0.67).
+    let record = serde_json::json!({
+        "version": 1,
+        "id": "e711-general",
+        "category": "style",
+        "rule": "E711",
+        "title": "comparison to None with !=",
+        "message": "Comparison to `None` should be `cond is not None`",
+        "applicability": "safe",
+        "before": "?x != None",
+        "after": "?x is not None",
+        "examples": [{"before": "ok = a != None", "after": "ok = a is not None", "source": "import"}],
+        "source": "import",
+        "prior": {"successes": 1.0, "failures": 0.0}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patterns.jsonl");
+    std::fs::write(&file, format!("{record}\n")).unwrap();
+    let (code, stdout, stderr) = run(agency_at(home.path())
+        .args(["patterns", "import"])
+        .arg(&file));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let before = track(home.path(), "e711-general");
+
+    // ruff's fixer (allowed by --unsafe-fixes) heals `record.get("owner") != None`; the
+    // general pattern makes the very same edit, so the heal is its success, and no narrower
+    // pattern (`?r.get("?k") != None`) is learned beside it.
+    let repo = git_fixture("fixtures/heal-pattern");
+    let (code, stdout, stderr) = run(agency_at(home.path()).current_dir(repo.path()).args([
+        "heal",
+        "--yes",
+        "--json",
+        "--tools",
+        "ruff",
+        "--unsafe-fixes",
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let healed = e711(&doc);
+    assert_eq!(healed["status"], "healed", "{healed:#}");
+    assert_eq!(healed["strategy"], "rule");
+    let (_, stdout, _) = run(agency_at(home.path()).args(["patterns", "list", "--json"]));
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let learned: Vec<&Value> = list["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "heal" && p["rule"] == "E711")
+        .collect();
+    assert!(learned.is_empty(), "{learned:#?}");
+    assert_eq!(track(home.path(), "e711-general"), (before.0 + 1, before.1));
+}
+
+#[test]
+fn two_fixes_that_differ_where_a_hole_can_go_become_one_more_general_pattern() {
+    let home = private_home();
+    let heal_unsafe = |root: &Path| {
+        let (code, stdout, stderr) = run(agency_at(home.path()).current_dir(root).args([
+            "heal",
+            "--yes",
+            "--json",
+            "--tools",
+            "ruff",
+            "--unsafe-fixes",
+        ]));
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(e711(&doc)["status"], "healed", "{doc:#}");
+    };
+    let learned = || -> Vec<Value> {
+        let (_, stdout, _) = run(agency_at(home.path()).args(["patterns", "list", "--json"]));
+        let list: Value = serde_json::from_str(&stdout).unwrap();
+        list["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["source"] == "heal" && p["rule"] == "E711")
+            .cloned()
+            .collect()
+    };
+    let show = |id: &str| -> Value {
+        let (code, stdout, stderr) =
+            run(agency_at(home.path()).args(["patterns", "show", id, "--json"]));
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    // `record.get("owner") != None`: the learned template keeps the call's shape.
+    heal_unsafe(git_fixture("fixtures/heal-pattern").path());
+    let first = learned();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let specific = first[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        show(&specific)["template"]["before"]
+            .as_str()
+            .unwrap()
+            .contains(".get("),
+        "{:#}",
+        show(&specific)
+    );
+
+    // `record.owner != None`: the two differ only in the compared expression, which becomes
+    // a hole; the general pattern keeps both examples and, as successful as the specific
+    // one, replaces it.
+    let b = fixture_with_lookup(
+        "\"\"\"Finding things in records.\"\"\"\n\n\nclass Row:\n    owner: object = None\n\n\ndef has_owner(record: Row) -> bool:\n    \"\"\"Whether the record names an owner.\"\"\"\n    return record.owner != None\n",
+    );
+    heal_unsafe(b.path());
+    let live = learned();
+    let general: Vec<&Value> = live
+        .iter()
+        .filter(|p| p["id"] != specific.as_str() && p["retired"] == false)
+        .collect();
+    assert_eq!(general.len(), 1, "{live:#?}");
+    let view = show(general[0]["id"].as_str().unwrap());
+    let before = view["template"]["before"].as_str().unwrap();
+    let after = view["template"]["after"].as_str().unwrap();
+    let hole = before
+        .strip_suffix(" != None")
+        .unwrap_or_else(|| panic!("{view:#}"));
+    assert!(hole.starts_with('?') && !hole.contains('.'), "{view:#}");
+    assert_eq!(after, format!("{hole} is not None"));
+    assert_eq!(view["examples"].as_array().unwrap().len(), 2, "{view:#}");
+    assert!(
+        show(&specific)["retired"].is_object(),
+        "{:#}",
+        show(&specific)
+    );
 }

@@ -12,6 +12,8 @@ mod healing;
 mod learn_git;
 mod llm_heal;
 mod patterns_heal;
+mod runtime_heal;
 mod scan;
 mod service;
 mod util;
+mod watch_log;

@@ -322,6 +322,7 @@ fn attempt_of(approval: &Approval) -> agency_heal::Attempt {
         proposal: None,
         texts: None,
         lookup_hit: None,
+        regression: agency_heal::Regression::NotApplicable,
         pattern: approval
             .pattern_id
             .as_ref()

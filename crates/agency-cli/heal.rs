@@ -21,7 +21,7 @@ use crate::output;
 
 /// `agency heal`. Serialisable: a run journals its options so that `--resume` can run it
 /// again the same way.
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[allow(clippy::struct_excessive_bools)] // command-line flags
 pub struct HealArgs {
     /// Detect only: report findings, change nothing.
@@ -29,7 +29,7 @@ pub struct HealArgs {
     scan: bool,
     /// Print the contract's JSON document on stdout.
     #[arg(long, conflicts_with = "sarif")]
-    json: bool,
+    pub(crate) json: bool,
     /// Print SARIF 2.1.0 (for GitHub code scanning) on stdout.
     #[arg(long)]
     sarif: bool,
@@ -57,14 +57,21 @@ pub struct HealArgs {
     /// Read Python tracebacks from this log (`-`: standard input) and report the runtime
     /// errors they show, mapped to the repository's files, instead of analysing the code.
     #[arg(long, value_name = "FILE|-", conflicts_with_all = ["changed", "staged", "since", "tools"])]
-    from_log: Option<PathBuf>,
+    pub(crate) from_log: Option<PathBuf>,
+    /// Follow this growing log (rotation-safe) and heal each new traceback as it appears, at
+    /// most one heal per signature at a time, until Ctrl-C. Reads from the END of the file:
+    /// only tracebacks written from then on are healed. Needs --yes (nobody answers a prompt);
+    /// with --json, prints one heal report per heal run on stdout, one per line (NDJSON).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scan", "sarif", "dry_run", "from_log", "resume", "changed", "staged", "since", "tools", "paths"])]
+    #[serde(default)]
+    pub(crate) watch_log: Option<PathBuf>,
     /// Show every proposed fix as a unified diff with its strategy; writes nothing to the
     /// repository (no fix, no audit record: it is a preview, and fixes are not verified).
     #[arg(long, conflicts_with_all = ["scan", "yes"])]
     dry_run: bool,
     /// Apply verified fixes without asking.
     #[arg(long, conflicts_with = "scan")]
-    yes: bool,
+    pub(crate) yes: bool,
     /// Also try the fixes ruff marks unsafe (they may change behaviour); each is still verified.
     #[arg(long, conflicts_with = "scan")]
     unsafe_fixes: bool,
@@ -127,6 +134,10 @@ pub struct HealBenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Heal the runtime errors of this log instead of the scan's findings (`-`: standard
+    /// input): the latency from a log line to its verified fix.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "tools")]
+    from_log: Option<PathBuf>,
     /// The repository to measure (default: the one around the working directory); it is
     /// copied, never written.
     path: Option<PathBuf>,
@@ -146,6 +157,7 @@ fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs 
         no_cache: false,
         tools,
         from_log: None,
+        watch_log: None,
         dry_run: false,
         yes: false,
         unsafe_fixes: false,
@@ -228,6 +240,9 @@ pub fn run_bench(home: &Path, args: &ScanBenchArgs) -> Result<ExitStatus> {
 }
 
 pub fn run(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
+    if let Some(log) = &args.watch_log {
+        return crate::watch::run(home, args, log);
+    }
     if !args.scan {
         return run_heal(home, args);
     }
@@ -236,7 +251,9 @@ pub fn run(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     let root = config::find_root(&cwd);
     let (mut settings, fail_on, _) = scan_settings(home, &root, args)?;
     if let Some(log) = &args.from_log {
-        settings.log = Some(read_log(log)?);
+        let text = read_log(log)?;
+        warn_without_tracebacks(&text, log);
+        settings.log = Some(text);
     }
     let output = scan_with_progress(&settings)?;
     for note in &output.notes {
@@ -368,6 +385,20 @@ fn settings(
 
 /// The log's text: a file, or standard input for `-`. Bytes that are not UTF-8 (a log mixes
 /// whatever programs print) are replaced, not refused.
+/// Says so when a log holds no traceback (a wrong file, a binary one): nothing to heal.
+fn warn_without_tracebacks(text: &str, path: &Path) {
+    if agency_scan::traceback::parse_log(text).is_empty() {
+        output::warn(&format!(
+            "no Python traceback in {}: nothing to heal (is it the application's error log?)",
+            if path == Path::new("-") {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            }
+        ));
+    }
+}
+
 fn read_log(path: &Path) -> Result<String> {
     let bytes = if path == Path::new("-") {
         let mut bytes = Vec::new();
@@ -591,7 +622,12 @@ pub fn run_heal_bench(home: &Path, args: &HealBenchArgs) -> Result<ExitStatus> {
     };
     let mut plain = plain_scan_args(args.tools.clone(), Vec::new());
     plain.scan = false;
-    let (settings, _, _) = heal_settings(home, &root, &plain)?;
+    let (mut settings, _, _) = heal_settings(home, &root, &plain)?;
+    if let Some(log) = &args.from_log {
+        let text = read_log(log)?;
+        warn_without_tracebacks(&text, log);
+        settings.scan.log = Some(text);
+    }
     let report = agency_heal::bench::run(&settings, &|step: &str| {
         output::progress_line(&format!("bench: {step}"));
     })?;
@@ -666,12 +702,28 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let root = config::find_root(&cwd);
-    let (mut heal_settings, fail_on, loaded) = heal_settings(home, &root, args)?;
     // Runtime errors: the tracebacks of a log, each at its own place in the repository, are
     // the findings; fixes are verified by parse, re-scan and the tests.
-    if let Some(log) = &args.from_log {
-        heal_settings.scan.log = Some(read_log(log)?);
+    let log = args.from_log.as_deref().map(read_log).transpose()?;
+    if let (Some(text), Some(path)) = (&log, &args.from_log) {
+        warn_without_tracebacks(text, path);
     }
+    let (report, fail_on) = heal_once(home, &root, args, log)?;
+    print_heal_report(&report, args.json)?;
+    Ok(report_exit(&report, fail_on))
+}
+
+/// One heal of the repository at `root`: of its findings, or of the tracebacks in `log` when
+/// given (the text of a log). Returns the report and the priority that fails the run.
+pub fn heal_once(
+    home: &Path,
+    root: &Path,
+    args: &HealArgs,
+    log: Option<String>,
+) -> Result<(agency_core::contract::HealReport, Priority)> {
+    let root = root.to_path_buf();
+    let (mut heal_settings, fail_on, loaded) = heal_settings(home, &root, args)?;
+    heal_settings.scan.log = log;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let preview = args.dry_run || (!args.yes && !interactive);
     if preview && !args.dry_run {
@@ -698,9 +750,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
 
     if preview {
         let attempts = agency_heal::propose(&heal_settings, &scanned.findings);
-        let report = heal_report(&attempts, 0, true);
-        print_heal_report(&report, args.json)?;
-        return Ok(report_exit(&report, fail_on));
+        return Ok((heal_report(&attempts, 0, true), fail_on));
     }
 
     // The emergency stop: refuse while healing is stopped; once running, a stop kills the
@@ -757,6 +807,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
     let tiers = agency_heal::Tiers {
         patterns: patterns.as_ref(),
         llm: generator.as_ref(),
+        no_rules: false,
     };
     let mut attempts = agency_heal::attempt_all(
         &mut session,
@@ -838,8 +889,7 @@ fn run_heal(home: &Path, args: &HealArgs) -> Result<ExitStatus> {
             output::warn(&e);
         }
     }
-    print_heal_report(&report, args.json)?;
-    Ok(report_exit(&report, fail_on))
+    Ok((report, fail_on))
 }
 
 /// A thread joined when dropped: the store's model must not be loading when the process ends
@@ -883,8 +933,11 @@ fn llm_tier(
 
 /// Every fix a deterministic fixer made and the tests verified becomes a pattern (or one more
 /// example and success of a known one). Fixes made by patterns were reported as outcomes.
-fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agency_heal::Attempt]) {
-    let (mut inserted, mut merged) = (0, 0);
+pub(crate) fn learn_from_heals(
+    patterns: &agency_heal::patterns::Patterns,
+    attempts: &[agency_heal::Attempt],
+) {
+    let (mut inserted, mut merged, mut generalised) = (0, 0, 0);
     for a in attempts {
         if a.status != agency_heal::Status::Healed
             || a.fixed_by.is_some()
@@ -898,14 +951,15 @@ fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agen
         match patterns.learn_from(a) {
             agency_heal::patterns::Learned::Inserted(_) => inserted += 1,
             agency_heal::patterns::Learned::Merged(_) => merged += 1,
+            agency_heal::patterns::Learned::Generalised { .. } => generalised += 1,
             agency_heal::patterns::Learned::Skipped(why) => {
                 tracing::debug!(rule = %a.finding.rule, file = %a.finding.file, "not learned: {why}");
             }
         }
     }
-    if inserted + merged > 0 {
+    if inserted + merged + generalised > 0 {
         output::progress_line(&format!(
-            "agency: learned {inserted} new pattern(s) and {merged} more example(s) of known ones in {}",
+            "agency: learned {inserted} new pattern(s), {generalised} more general one(s) and {merged} more example(s) of known ones in {}",
             patterns.describe()
         ));
     }
@@ -914,7 +968,7 @@ fn learn_from_heals(patterns: &agency_heal::patterns::Patterns, attempts: &[agen
 /// Tells the pattern store how each pattern-made fix did: healed is a success; rolled back
 /// (the tests failed, or the finding stayed) is a failure. Conflicts, skips and agency's own
 /// errors say nothing about the pattern; pending approvals are reported when a human decides.
-fn report_outcomes(
+pub(crate) fn report_outcomes(
     patterns: &agency_heal::patterns::Patterns,
     run_id: &str,
     attempts: &[agency_heal::Attempt],
@@ -1137,6 +1191,11 @@ fn heal_report(
                     duration_ms: a.verification.duration_ms,
                 },
                 reason: a.reason.clone(),
+                regression_test: a
+                    .regression
+                    .test()
+                    .filter(|_| a.status == agency_heal::Status::Healed)
+                    .map(|t| t.path.clone()),
             })
             .collect(),
         summary,

@@ -219,8 +219,7 @@ impl RunWatch {
             copy: Arc::clone(&copy),
             done: Arc::clone(&done),
         };
-        let interrupted = Arc::new(AtomicBool::new(false));
-        watch_signals(Arc::clone(&interrupted));
+        let interrupted = interrupted_flag();
         std::thread::spawn(move || {
             let mut recorded: Option<i32> = None;
             while !done.load(Ordering::Acquire) {
@@ -286,6 +285,18 @@ impl RunWatch {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The process's Ctrl-C/SIGTERM flag, its handlers installed on first use: once per process,
+/// however many runs a `--watch-log` makes.
+fn interrupted_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    std::sync::Arc::clone(FLAG.get_or_init(|| {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        watch_signals(std::sync::Arc::clone(&flag));
+        flag
+    }))
 }
 
 /// Sets `flag` on SIGINT or SIGTERM. The handlers are registered before this returns (from

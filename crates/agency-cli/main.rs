@@ -15,6 +15,7 @@ mod output;
 mod patterns;
 mod serve;
 mod setup;
+mod watch;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

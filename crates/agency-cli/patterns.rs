@@ -188,7 +188,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1200.0, requires = "http")]
     rate: f64,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Without --http: build the synthetic store in DIR (which must be empty) and keep it.
     /// With --http: the store the service serves, opened here for the in-process baseline
     /// (default: <home>/store).
@@ -445,7 +445,7 @@ fn embed_threads() -> usize {
         })
 }
 
-fn load_embedder(layout: &agency_setup::Layout) -> anyhow::Result<Arc<Embedder>> {
+pub(crate) fn load_embedder(layout: &agency_setup::Layout) -> anyhow::Result<Arc<Embedder>> {
     agency_setup::verify_assets(layout)?;
     let embedder = Embedder::load(&EmbedderConfig {
         onnxruntime_lib: layout.onnxruntime_lib(),

@@ -446,6 +446,10 @@ pub struct Heal {
     /// Why it was flagged, skipped, rolled back or failed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// Runtime errors: the regression test added beside the project's tests (repository
+    /// path), which failed before the fix and passes after it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub regression_test: Option<String>,
 }
 
 /// How a fix was verified.
@@ -493,6 +497,12 @@ pub struct AuditRecord {
     /// RFC 3339, UTC.
     pub recorded_at: String,
     pub duration_ms: u64,
+    /// Runtime errors: the regression test added with the fix (repository path).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub regression_test: Option<String>,
+    /// Runtime errors: why no regression test was added.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub regression_note: Option<String>,
 }
 
 /// The verification part of an audit record.

@@ -21,6 +21,7 @@ pub struct PlannedWrite {
     /// Relative to the repository root.
     pub file: String,
     /// The sha256 the file had when the run started: the only bytes the fix may replace.
+    /// Empty for a file the run creates (a regression test): it must not exist yet.
     pub before_sha256: String,
     pub after_sha256: String,
     /// The verified text.
@@ -56,7 +57,7 @@ pub fn plan(session: &Session, attempts: &[Attempt]) -> Vec<PlannedWrite> {
             files.insert(file);
         }
     }
-    files
+    let mut writes: Vec<PlannedWrite> = files
         .into_iter()
         .filter_map(|file| {
             let before = session.workspace.recorded_hash(file)?;
@@ -68,7 +69,29 @@ pub fn plan(session: &Session, attempts: &[Attempt]) -> Vec<PlannedWrite> {
                 after: after.clone(),
             })
         })
-        .collect()
+        .collect();
+    // The regression tests of kept runtime fixes: new files, after the fixes they test.
+    for attempt in attempts {
+        if attempt.status != Status::Verified || attempt.fixed_by.is_some() {
+            continue;
+        }
+        let Some(test) = attempt.regression.test() else {
+            continue;
+        };
+        let fixed = attempt
+            .file
+            .as_ref()
+            .is_some_and(|f| writes.iter().any(|w| &w.file == f));
+        if fixed && session.workspace.recorded_hash(&test.path).is_none() {
+            writes.push(PlannedWrite {
+                file: test.path.clone(),
+                before_sha256: String::new(),
+                after_sha256: sha256_hex(test.text.as_bytes()),
+                after: test.text.clone(),
+            });
+        }
+    }
+    writes
 }
 
 /// Performs `writes` in `root`, calling `done` after each one (before the next starts).
@@ -93,6 +116,24 @@ pub fn settle(attempts: &mut [Attempt], outcomes: &BTreeMap<String, WriteOutcome
     for attempt in attempts.iter_mut() {
         if attempt.status != Status::Verified || attempt.fixed_by.is_some() {
             continue;
+        }
+        // A regression test not written is not claimed.
+        if let Some(test) = attempt.regression.test() {
+            match outcomes.get(&test.path) {
+                Some(outcome) if outcome.is_written() => {}
+                Some(WriteOutcome::Skipped(reason)) => {
+                    attempt.regression = crate::Regression::None(format!(
+                        "the regression test {} was not written: {reason}",
+                        test.path
+                    ));
+                }
+                _ => {
+                    attempt.regression = crate::Regression::None(format!(
+                        "the regression test {} was not written",
+                        test.path
+                    ));
+                }
+            }
         }
         match attempt.file.as_ref().and_then(|f| outcomes.get(f)) {
             Some(outcome) if outcome.is_written() => attempt.status = Status::Healed,
@@ -147,12 +188,27 @@ fn write_file(root: &Path, write: &PlannedWrite) -> WriteOutcome {
     let real = root.join(rel);
     let now = match std::fs::read(&real) {
         Ok(bytes) => sha256_hex(&bytes),
+        // A new file (a regression test): created only where nothing is.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && write.before_sha256.is_empty() => {
+            return match agency_fs::atomic_write(&real, write.after.as_bytes()) {
+                Ok(()) => {
+                    abort_if_asked();
+                    WriteOutcome::Written
+                }
+                Err(e) => WriteOutcome::Skipped(format!("cannot create {rel}: {e}")),
+            };
+        }
         Err(e) => {
             return WriteOutcome::Skipped(format!("conflict: {rel} changed during the run ({e})"));
         }
     };
     if now == write.after_sha256 {
         return WriteOutcome::AlreadyWritten;
+    }
+    if write.before_sha256.is_empty() {
+        return WriteOutcome::Skipped(format!(
+            "conflict: {rel} appeared during the run; the new file was not written"
+        ));
     }
     if now != write.before_sha256 {
         return WriteOutcome::Skipped(format!("conflict: {rel} changed during the run"));
@@ -183,5 +239,42 @@ fn abort_if_asked() {
     };
     if WRITES.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_file(rel: &str, text: &str) -> PlannedWrite {
+        PlannedWrite {
+            file: rel.into(),
+            before_sha256: String::new(),
+            after_sha256: sha256_hex(text.as_bytes()),
+            after: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_file_is_created_once_and_never_over_a_file_that_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = new_file("test_new.py", "def test_x():\n    pass\n");
+        assert_eq!(write_file(dir.path(), &write), WriteOutcome::Written);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("test_new.py")).unwrap(),
+            write.after
+        );
+        // Resumed: the file already has the bytes.
+        assert_eq!(write_file(dir.path(), &write), WriteOutcome::AlreadyWritten);
+        // Someone else's file at that path is never replaced.
+        std::fs::write(dir.path().join("test_new.py"), "mine\n").unwrap();
+        assert!(matches!(
+            write_file(dir.path(), &write),
+            WriteOutcome::Skipped(reason) if reason.contains("appeared during the run")
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("test_new.py")).unwrap(),
+            "mine\n"
+        );
     }
 }

@@ -79,6 +79,8 @@ pub fn records(
                 reason: attempt.reason.clone(),
                 recorded_at: recorded_at.clone(),
                 duration_ms: attempt.duration_ms,
+                regression_test: attempt.regression.test().map(|t| t.path.clone()),
+                regression_note: attempt.regression.note().map(ToString::to_string),
             }
         })
         .collect()

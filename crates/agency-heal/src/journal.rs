@@ -408,6 +408,7 @@ mod tests {
                 duration_ms: 1,
             },
             reason: None,
+            regression_test: None,
         };
         let report = HealReport {
             version: 1,

@@ -22,7 +22,9 @@ pub mod diff;
 pub mod generate;
 pub mod history;
 pub mod journal;
+mod none_heal;
 pub mod patterns;
+pub mod runtime;
 pub mod schedule;
 pub mod strategy;
 pub mod verify;
@@ -212,6 +214,46 @@ pub struct Attempt {
     pub texts: Option<(String, String)>,
     /// Whether the pattern store had a pattern applying at the finding (`None`: not asked).
     pub lookup_hit: Option<bool>,
+    /// Runtime errors: the regression test that goes with the fix, or why there is none.
+    pub regression: Regression,
+}
+
+/// A regression test added with a runtime fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegressionTest {
+    /// The new test file, relative to the root.
+    pub path: String,
+    pub text: String,
+    /// The pytest node id of the test.
+    pub node_id: String,
+}
+
+/// Whether a fix comes with a regression test.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Regression {
+    /// Not a runtime error (or no fix was made).
+    #[default]
+    NotApplicable,
+    /// A test that failed before the fix and passes with it.
+    Added(RegressionTest),
+    /// Why none could be made or kept.
+    None(String),
+}
+
+impl Regression {
+    pub fn test(&self) -> Option<&RegressionTest> {
+        match self {
+            Regression::Added(test) => Some(test),
+            _ => None,
+        }
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Regression::None(why) => Some(why),
+            _ => None,
+        }
+    }
 }
 
 /// Which pattern a fix came from, and how sure the store was of it.
@@ -249,6 +291,7 @@ impl Attempt {
             pattern: None,
             texts: None,
             lookup_hit: None,
+            regression: Regression::NotApplicable,
         }
     }
 }
@@ -552,6 +595,8 @@ pub fn attempt_all(
 pub struct Tiers<'a> {
     pub patterns: Option<&'a patterns::Patterns>,
     pub llm: Option<&'a generate::Generator>,
+    /// Leave the deterministic fixers out (the learning benchmark heals with patterns alone).
+    pub no_rules: bool,
 }
 
 /// What every worker shares: the copy, the verify command and the suite before any fix.
@@ -609,7 +654,7 @@ fn decide(
     tiers: &Tiers<'_>,
     text: &dyn Fn() -> Option<String>,
 ) -> Decided {
-    let decided = decide_known(scanned, settings, tiers.patterns, text);
+    let decided = decide_known(scanned, settings, tiers, text);
     // The model, last: only where nothing else knows a fix, never for style.
     if let (strategy::Decision::Flag(_), Some(llm)) = (&decided.decision, tiers.llm)
         && scanned.finding.category != "style"
@@ -654,13 +699,29 @@ fn examples_for(tiers: &Tiers<'_>, finding: &Finding) -> Vec<agency_llm::Example
 fn decide_known(
     scanned: &ScannedFinding,
     settings: &HealSettings,
-    patterns: Option<&patterns::Patterns>,
+    tiers: &Tiers<'_>,
     text: &dyn Fn() -> Option<String>,
 ) -> Decided {
     use strategy::Decision;
     let finding = &scanned.finding;
-    let rule = strategy::choose(scanned, settings.unsafe_fixes);
-    let Some(patterns) = patterns else {
+    let rule = if tiers.no_rules {
+        Decision::Flag("the deterministic fixers are off in this run".into())
+    } else {
+        match strategy::choose(scanned, settings.unsafe_fixes) {
+            // A None crash from a log: agency's own fixers, when one fits the code.
+            Decision::Flag(_)
+                if none_heal::crash(finding).is_some()
+                    && text().is_some_and(|t| none_heal::has_fix(finding, &t)) =>
+            {
+                match finding.approval_reason() {
+                    Some(reason) => Decision::Approve(Strategy::Rule, reason),
+                    None => Decision::Fix(Strategy::Rule),
+                }
+            }
+            other => other,
+        }
+    };
+    let Some(patterns) = tiers.patterns else {
         return Decided::plain(rule, None);
     };
     let candidates = patterns.candidates(finding);
@@ -936,6 +997,10 @@ pub fn propose(settings: &HealSettings, findings: &[ScannedFinding]) -> Vec<Atte
                         ));
                     }
                     attempt
+                }
+                flag @ strategy::Decision::Flag(_) => {
+                    none_heal::preview(&settings.scan.root, finding)
+                        .unwrap_or_else(|| flag.into_attempt(finding))
                 }
                 other => other.into_attempt(finding),
             }

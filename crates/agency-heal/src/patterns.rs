@@ -42,6 +42,7 @@ pub fn quiesce() -> std::sync::RwLockWriteGuard<'static, ()> {
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub id: String,
+    pub category: String,
     pub confidence: f64,
     /// The store's verdict: confident enough and `safe`, so no human needs to see it.
     pub auto_apply: bool,
@@ -151,6 +152,7 @@ impl Patterns {
                 };
                 out.push(Candidate {
                     id: m.id,
+                    category: m.category,
                     confidence: m.confidence,
                     auto_apply: m.auto_apply,
                     score: m.score,
@@ -227,8 +229,10 @@ impl Patterns {
 pub enum Learned {
     /// A new pattern.
     Inserted(String),
-    /// The rewrite was known: support +1 and a success for that pattern.
+    /// The rewrite was known (the same template up to holes): a success for that pattern.
     Merged(String),
+    /// A more general pattern, from a known one (`from`) and this fix.
+    Generalised { id: String, from: String },
     /// Nothing to learn (why: a suppression, a deletion, no syntax-level rewrite, a refused
     /// or retired rewrite, the store unreachable).
     Skipped(String),
@@ -261,13 +265,22 @@ impl Patterns {
         if let Some(why) = crate::history::unusable(&rewrite) {
             return Learned::Skipped(why);
         }
-        let fingerprint = rewrite.fingerprint(&finding.rule);
-        let rule_slug: String = finding
-            .rule
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        // Patterns of this rule (and category) already known: one that makes this very fix
+        // is the same template up to its holes, so the fix refines it; one that generalises
+        // with it gives a more general pattern.
+        let known: Vec<Candidate> = self
+            .candidates(finding)
+            .into_iter()
+            .filter(|c| c.category == finding.category)
             .collect();
+        if let Some(learned) = self.refine(attempt, before, after, &known) {
+            return learned;
+        }
+        if let Some(learned) = self.generalise(attempt, &rewrite, &extracted.example, &known) {
+            return learned;
+        }
+        let fingerprint = rewrite.fingerprint(&finding.rule);
+        let rule_slug = rule_slug(&finding.rule);
         let request = agency_client::wire::LearnRequest {
             version: None,
             id: format!(
@@ -313,6 +326,234 @@ impl Patterns {
     }
 }
 
+impl Patterns {
+    /// The most general known pattern that makes this very fix (same template up to holes):
+    /// the fix counts as its success. A pattern it subsumes that has done no better is then
+    /// retired in its favour.
+    fn refine(
+        &self,
+        attempt: &crate::Attempt,
+        before: &str,
+        after: &str,
+        known: &[Candidate],
+    ) -> Option<Learned> {
+        let finding = &attempt.finding;
+        let mut makes_it: Vec<&Candidate> = known
+            .iter()
+            .filter(|c| reproduces(c, before, after, finding))
+            .collect();
+        makes_it.sort_by(|a, b| {
+            b.rewrite
+                .holes()
+                .len()
+                .cmp(&a.rewrite.holes().len())
+                .then(b.confidence.total_cmp(&a.confidence))
+        });
+        let general = makes_it.first()?;
+        // Each verified fix is its own evidence, also when a later run makes the same one.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!(
+            "refine-{}-{nanos}-{}-{}",
+            std::process::id(),
+            finding.id,
+            &crate::workspace::sha256_hex(after.as_bytes())[..16]
+        );
+        self.outcome(&general.id, true, finding, &key);
+        self.retire_subsumed(general, known);
+        Some(Learned::Merged(general.id.clone()))
+    }
+
+    /// A more general pattern from a known one and this fix (anti-unification), stored with
+    /// the examples of both; curated seeds are never generalised away. `None`: no known
+    /// pattern generalises with it.
+    fn generalise(
+        &self,
+        attempt: &crate::Attempt,
+        rewrite: &Rewrite,
+        example: &Rewrite,
+        known: &[Candidate],
+    ) -> Option<Learned> {
+        let finding = &attempt.finding;
+        let (before, after) = attempt.texts.as_ref()?;
+        for c in known {
+            let specific = c.rewrite.rewrite();
+            let Some(general) = agency_learn::generalise(&specific, rewrite) else {
+                continue;
+            };
+            if general == specific || general == *rewrite {
+                continue;
+            }
+            if crate::history::unusable(&general).is_some() {
+                continue;
+            }
+            let Ok(compiled) = agency_learn::compile(&general) else {
+                continue;
+            };
+            let probe = Candidate {
+                rewrite: compiled,
+                ..c.clone()
+            };
+            // The general pattern must still make this very fix.
+            if !reproduces(&probe, before, after, finding) {
+                continue;
+            }
+            let view = {
+                let _busy = busy();
+                self.client.show(&c.id)
+            };
+            let Ok(view) = view else { continue };
+            if view.source == "seed" || view.category != finding.category {
+                continue;
+            }
+            let fingerprint = general.fingerprint(&finding.rule);
+            let mut examples: Vec<agency_client::wire::ExampleRequest> = view
+                .examples
+                .iter()
+                .map(|e| agency_client::wire::ExampleRequest {
+                    before: e.before.clone(),
+                    after: e.after.clone(),
+                    source: e.source.clone(),
+                })
+                .collect();
+            examples.push(agency_client::wire::ExampleRequest {
+                before: example.before.clone(),
+                after: example.after.clone(),
+                source: "heal".into(),
+            });
+            let request = agency_client::wire::LearnRequest {
+                version: None,
+                id: format!(
+                    "{}-{}-general-{}",
+                    finding.category,
+                    rule_slug(&finding.rule),
+                    &fingerprint[..12]
+                ),
+                category: finding.category.clone(),
+                rule: finding.rule.clone(),
+                title: format!("{}: {}", finding.rule, first_words(&finding.message, 60)),
+                message: finding.message.clone(),
+                explanation: format!(
+                    "Generalised from pattern {} and a verified heal of {} at {}:{} (strategy {}).",
+                    c.id,
+                    finding.rule,
+                    finding.file,
+                    finding.line,
+                    attempt.strategy.map_or("none", |s| s.as_str())
+                ),
+                // Unattended only if both fixes were safe.
+                applicability: if finding.fix.approval_required || view.applicability != "safe" {
+                    "unsafe".into()
+                } else {
+                    "safe".into()
+                },
+                before: general.before.clone(),
+                after: general.after.clone(),
+                examples,
+                source: "heal".into(),
+            };
+            let learned = {
+                let _busy = busy();
+                self.client.learn(&request)
+            };
+            let Ok(response) = learned else { continue };
+            let general_candidate = Candidate {
+                id: response.id.clone(),
+                ..probe
+            };
+            self.retire_subsumed(&general_candidate, known);
+            return Some(Learned::Generalised {
+                id: response.id,
+                from: c.id.clone(),
+            });
+        }
+        None
+    }
+
+    /// Retires the known patterns that `general` subsumes (generalising the two gives
+    /// `general` back) when `general` has done at least as well: as many successes, no more
+    /// failures. Seeds are kept.
+    fn retire_subsumed(&self, general: &Candidate, known: &[Candidate]) {
+        let general_rewrite = general.rewrite.rewrite();
+        let subsumed: Vec<&Candidate> = known
+            .iter()
+            .filter(|c| c.id != general.id)
+            .filter(|c| {
+                agency_learn::generalise(&general_rewrite, &c.rewrite.rewrite())
+                    .is_some_and(|g| canonical(&g) == canonical(&general_rewrite))
+            })
+            .collect();
+        if subsumed.is_empty() {
+            return;
+        }
+        let _busy = busy();
+        let Ok(record) = self.client.show(&general.id) else {
+            return;
+        };
+        for c in subsumed {
+            let Ok(view) = self.client.show(&c.id) else {
+                continue;
+            };
+            if view.source == "seed" || view.retired.is_some() {
+                continue;
+            }
+            if record.successes >= view.successes && record.failures <= view.failures {
+                let reason = format!(
+                    "subsumed by the more general pattern {} ({} successes, {} failures against {} and {})",
+                    general.id, record.successes, record.failures, view.successes, view.failures
+                );
+                if let Err(e) = self.client.retire(&c.id, &reason) {
+                    self.errors
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(format!("cannot retire pattern {}: {e}", c.id));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `candidate` applied to `before` at the finding gives exactly `after`.
+fn reproduces(candidate: &Candidate, before: &str, after: &str, finding: &Finding) -> bool {
+    first_match(
+        std::slice::from_ref(candidate),
+        before,
+        finding.line,
+        finding.column,
+        &|_| true,
+    )
+    .is_some_and(|(_, text)| text == after)
+}
+
+/// The rewrite with its holes renamed in order of first appearance (`?h0`, `?h1`, ...), so
+/// that two rewrites equal up to hole names compare equal.
+fn canonical(rewrite: &Rewrite) -> (String, String) {
+    static HOLE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\?([A-Za-z_][A-Za-z0-9_]*)").expect("a valid pattern")
+    });
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut rename = |text: &str| {
+        HOLE.replace_all(text, |caps: &regex::Captures<'_>| {
+            let next = names.len();
+            let n = *names.entry(caps[1].to_string()).or_insert(next);
+            format!("?h{n}")
+        })
+        .into_owned()
+    };
+    let before = rename(&rewrite.before);
+    let after = rename(&rewrite.after);
+    (before, after)
+}
+
+/// A rule's code as an id part: `E711` → `e711`.
+fn rule_slug(rule: &str) -> String {
+    rule.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 /// At most `n` characters of `text`, cut at a word.
 pub fn first_words(text: &str, n: usize) -> String {
     if text.chars().count() <= n {
@@ -356,4 +597,36 @@ pub fn first_match(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use agency_core::pattern::Rewrite;
+
+    fn rw(before: &str, after: &str) -> Rewrite {
+        Rewrite {
+            before: before.into(),
+            after: after.into(),
+        }
+    }
+
+    #[test]
+    fn rewrites_equal_up_to_hole_names_are_canonically_equal() {
+        assert_eq!(
+            super::canonical(&rw("?x != None", "?x is not None")),
+            super::canonical(&rw("?a != None", "?a is not None"))
+        );
+        assert_ne!(
+            super::canonical(&rw("?x == ?y", "?y == ?x")),
+            super::canonical(&rw("?x == ?y", "?x == ?y"))
+        );
+    }
+
+    #[test]
+    fn a_general_rewrite_subsumes_a_specific_one_whatever_its_hole_names() {
+        let general = rw("?x != None", "?x is not None");
+        let specific = rw("?a.get(?b) != None", "?a.get(?b) is not None");
+        let g = agency_learn::generalise(&general, &specific).expect("they generalise");
+        assert_eq!(super::canonical(&g), super::canonical(&general));
+    }
 }

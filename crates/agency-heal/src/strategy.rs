@@ -204,6 +204,7 @@ pub(crate) fn preview(root: &Path, scanned: &ScannedFinding, strategy: Strategy)
         pattern: None,
         texts: None,
         lookup_hit: None,
+        regression: crate::Regression::NotApplicable,
     };
     let text = match std::fs::read_to_string(root.join(&finding.file)) {
         Ok(text) => text,

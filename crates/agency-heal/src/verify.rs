@@ -478,6 +478,7 @@ pub(crate) fn attempt(
         pattern: None,
         texts: None,
         lookup_hit: None,
+        regression: crate::Regression::NotApplicable,
     };
     let copy = ctx.workspace.root().to_path_buf();
     let path = copy.join(&rel);
@@ -583,6 +584,21 @@ pub(crate) fn attempt(
             return (attempt, yardstick, None);
         };
         after
+    } else if fresh.tool_fix.is_none() && crate::none_heal::crash(&fresh.finding).is_some() {
+        // A None crash from a log: agency's own fixers, with a regression test where one can
+        // drive the crash.
+        match crate::none_heal::make(ctx, &rel, &before, &fresh.finding) {
+            Ok(made) => {
+                attempt.regression = made.regression;
+                attempt.reason = Some(made.summary);
+                made.after
+            }
+            Err(reason) => {
+                attempt.status = Status::Skipped;
+                attempt.reason = Some(reason);
+                return (attempt, yardstick, None);
+            }
+        }
     } else {
         if let strategy::Decision::Skip(reason) | strategy::Decision::Flag(reason) =
             strategy::choose(&fresh, settings.unsafe_fixes)

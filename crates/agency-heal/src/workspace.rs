@@ -97,6 +97,11 @@ impl Workspace {
     }
 
     /// The sha256 a file had at the start of the run (`None`: not a copied regular file).
+    /// Every file of the copy, relative to the root, in path order.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.snapshot.keys().map(String::as_str)
+    }
+
     pub fn recorded_hash(&self, rel: &str) -> Option<&str> {
         self.snapshot.get(rel).map(String::as_str)
     }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cache;
 pub mod discover;
 pub mod finding;
+pub mod follow;
 pub mod git;
 pub mod native;
 pub mod project;

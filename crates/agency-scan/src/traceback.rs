@@ -472,6 +472,12 @@ fn locate_expression(
             }
         }
     }
+    if rule == Some("none-subscript")
+        && let Some((start, end)) = subscripted_span(&chars)
+    {
+        let expr: String = chars[start..end].iter().collect();
+        return (start as u32 + 1, end as u32 + 1, Some(expr));
+    }
     if rule == Some("none-iteration")
         && let Some((start, end)) = iterated_span(&chars)
     {
@@ -483,9 +489,57 @@ fn locate_expression(
     (col, end.max(col), frame.code.clone())
 }
 
+/// The one name or attribute chain subscripted on the line (`rate` in `price * rate["p"]`),
+/// outside string literals; `None` when there is none or more than one.
+fn subscripted_span(chars: &[char]) -> Option<(usize, usize)> {
+    let mut found: Option<(usize, usize)> = None;
+    let mut quote: Option<char> = None;
+    for (pos, &c) in chars.iter().enumerate() {
+        match quote {
+            Some(q) if c == q && chars.get(pos.wrapping_sub(1)) != Some(&'\\') => quote = None,
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => break,
+            None if c == '['
+                && pos > 0
+                && (chars[pos - 1].is_alphanumeric() || chars[pos - 1] == '_') =>
+            {
+                let start = receiver_start(chars, pos);
+                if start < pos {
+                    if found.is_some_and(|f| f != (start, pos)) {
+                        return None;
+                    }
+                    found = Some((start, pos));
+                }
+            }
+            // Inside a string, or nothing to look at.
+            _ => {}
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_subscripted_name_of_a_line_is_the_none_expression() {
+        let span = |line: &str| {
+            let chars: Vec<char> = line.chars().collect();
+            subscripted_span(&chars).map(|(s, e)| chars[s..e].iter().collect::<String>())
+        };
+        assert_eq!(
+            span("    return price * rate[\"percent\"] / 100").as_deref(),
+            Some("rate")
+        );
+        assert_eq!(
+            span("    x = self.cfg.values[0]").as_deref(),
+            Some("self.cfg.values")
+        );
+        assert_eq!(span("    x = a[0] + b[1]"), None);
+        assert_eq!(span("    x = \"a[0]\" + b[1]").as_deref(), Some("b"));
+        assert_eq!(span("    x = f()[0]"), None);
+    }
 
     const LOG: &str = r#"2026-11-25 10:00:01,123 INFO  shop.web: GET /orders/7
 2026-11-25 10:00:01,130 ERROR shop.web: request failed
