@@ -10,6 +10,7 @@ mod config;
 mod heal;
 mod healing;
 mod learn;
+mod learn_bench;
 mod llm;
 mod output;
 mod patterns;

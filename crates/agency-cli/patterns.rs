@@ -187,6 +187,15 @@ pub struct BenchArgs {
     /// the previous one is answered (the service's capacity).
     #[arg(long, default_value_t = 1200.0, requires = "http")]
     rate: f64,
+    /// The learning benchmark instead (docs/benchmarks.md): 100 recurring defects of ten kinds
+    /// planted in a copy of a project; the first 10 healed by the deterministic fixers, the
+    /// other 90 with those off, by the patterns learned from the first.
+    #[arg(long, conflicts_with = "http")]
+    pub(crate) learning: bool,
+    /// With --learning: the project to plant the defects in (copied, never written; default:
+    /// the bundled demo repository).
+    #[arg(long, value_name = "DIR", requires = "learning")]
+    pub(crate) project: Option<PathBuf>,
     #[arg(long)]
     pub(crate) json: bool,
     /// Without --http: build the synthetic store in DIR (which must be empty) and keep it.
@@ -773,6 +782,9 @@ fn write_pages(
 }
 
 fn bench(layout: &agency_setup::Layout, args: &BenchArgs) -> anyhow::Result<ExitStatus> {
+    if args.learning {
+        return crate::learn_bench::run(layout, args);
+    }
     if let Some(url) = &args.http {
         return bench_http(layout, url, args);
     }

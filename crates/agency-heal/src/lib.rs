@@ -22,6 +22,7 @@ pub mod diff;
 pub mod generate;
 pub mod history;
 pub mod journal;
+pub mod learn_bench;
 mod none_heal;
 pub mod patterns;
 pub mod runtime;
@@ -728,11 +729,12 @@ fn decide_known(
     let Some(text) = (!candidates.is_empty()).then(text).flatten() else {
         return Decided::plain(rule, Some(false));
     };
-    let matching = |want: &dyn Fn(&patterns::Candidate) -> bool| {
-        patterns::first_match(&candidates, &text, finding.line, finding.column, want)
-            .map(|(c, _)| c)
-    };
-    if let Some(c) = matching(&|c| c.auto_apply) {
+    // Candidates come auto-applied first: one pass (one parse of the file) finds the first
+    // confident one that matches, else the first other one.
+    let matched =
+        patterns::first_match(&candidates, &text, finding.line, finding.column, &|_| true)
+            .map(|(c, _)| c);
+    if let Some(c) = matched.clone().filter(|c| c.auto_apply) {
         let decision = match finding.approval_reason() {
             Some(reason) => Decision::Approve(Strategy::Pattern, reason),
             None => Decision::Fix(Strategy::Pattern),
@@ -743,7 +745,7 @@ fn decide_known(
             hit: Some(true),
         };
     }
-    let other = matching(&|c| !c.auto_apply);
+    let other = matched.filter(|c| !c.auto_apply);
     let hit = Some(other.is_some());
     if matches!(rule, Decision::Fix(_) | Decision::Approve(..)) {
         return Decided::plain(rule, hit);

@@ -425,6 +425,16 @@ fn scan_file(
         .collect())
 }
 
+/// Whether another line of `text` reads like line `line` (whitespace aside).
+fn line_repeats(text: &str, line: u32) -> bool {
+    let norm = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(target) = lines.get((line as usize).wrapping_sub(1)).map(|l| norm(l)) else {
+        return false;
+    };
+    lines.iter().filter(|l| norm(l) == target).count() > 1
+}
+
 /// How often each (rule, message) occurs among `findings`.
 fn defect_counts(findings: &[ScannedFinding]) -> HashMap<(&str, &str), usize> {
     let mut counts = HashMap::new();
@@ -861,10 +871,14 @@ fn check(
     let after_counts = defect_counts(&rescan);
     let key = (finding.rule.as_str(), finding.message.as_str());
     let count = |counts: &HashMap<(&str, &str), usize>| counts.get(&key).copied().unwrap_or(0);
+    // An id names a line's text and its occurrence among identical lines: when the file has
+    // several lines like the finding's, fixing one hands its id to the next, so only the
+    // count can tell.
+    let still_there =
+        !line_repeats(before, finding.line) && rescan.iter().any(|f| f.finding.id == finding.id);
     // A runtime error cannot be seen by a re-scan: the tests are its proof.
     if finding.category != "runtime"
-        && (rescan.iter().any(|f| f.finding.id == finding.id)
-            || count(&after_counts) >= count(&before_counts))
+        && (still_there || count(&after_counts) >= count(&before_counts))
     {
         return reject(format!("a re-scan of {rel} still reports {}", finding.rule));
     }
@@ -917,6 +931,16 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_lines_are_told_apart_only_by_count() {
+        let text =
+            "try:\n    a()\nexcept IOError:\n    pass\ntry:\n    b()\nexcept  IOError:\n    pass\n";
+        assert!(line_repeats(text, 3));
+        assert!(line_repeats(text, 7));
+        assert!(!line_repeats(text, 2));
+        assert!(!line_repeats(text, 99));
+    }
 
     #[test]
     fn splits_like_a_shell_without_one() {

@@ -3,18 +3,23 @@
 //! The changed region is found by a line diff refined to characters (a pure deletion slides to
 //! its leftmost place). The minimal subtree that covers it and reaches the finding's line (an
 //! expression, else a run of sibling statements; a pure insertion is anchored on the line it
-//! follows or precedes) is the template. Names carried from before to after become holes:
-//! variables, binding targets, call receivers, arguments, parameters, function names, imported
-//! names, carried strings and blocks of statements that survive as blocks. Operators, keywords,
-//! attribute names, keyword-argument names, constants, inserted code, moved statements and the
-//! names of the changed call (`yaml.load`, `super`) stay concrete; comments are left out.
+//! follows or precedes) is the template. An expression carried whole from before to after
+//! becomes one hole (`not str(p) in tuple(q)` -> `not ?a in ?b`), unless part of it is used in
+//! after on its own; otherwise names carried from before to after become holes: variables,
+//! binding targets, call receivers, arguments, parameters, function names, imported names,
+//! carried strings and blocks of statements that survive as blocks. Operators, keywords,
+//! attribute names, keyword-argument names, constants (unless the operator next to one survives
+//! the fix: `not p is None` -> `not ?a is ?b`, but `?a == None`), inserted code, moved
+//! statements and the names of the changed call (`yaml.load`, `super`) stay concrete; comments
+//! are left out. A subtree whose whole-operand holes are refused is retried with holes for
+//! names only before the next larger subtree.
 //!
 //! A candidate is refused, and the next larger subtree tried, when either side would be a bare
 //! hole, an expression template keeps fewer than two concrete nodes, a hole of before is
 //! dropped although its code is still in after (the template would write a concrete copy), or
 //! the rewrite does not reproduce its own example byte for byte.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use agency_core::pattern::Rewrite;
 use ruff_python_ast::NodeKind;
@@ -454,61 +459,87 @@ fn try_candidate(
     if tree::parse(&concrete_after, grammar).is_err() {
         return None;
     }
-    let mut abstraction = Abstraction::new(bt, at, b_span, a_span, (p, before_end, after_end));
-    for root in &roots {
-        abstraction.visit_children(*root);
-    }
-    let before_template = abstraction.render_before(grammar);
-    let after_template = abstraction.render_after(grammar);
-    if abstraction.drops_carried_code(&after_template) {
-        return None;
-    }
-    let concrete_before = match grammar {
-        Grammar::Expression => bt.source[b_span].to_string(),
-        Grammar::Module => dedent(&bt.source[b_span]),
-    };
-    let is_bare = |text: &str| {
-        let t = text.trim();
-        t.strip_prefix('?').is_some_and(|rest| {
-            !rest.is_empty() && rest.chars().all(|c| c.is_alphanumeric() || c == '_')
-        })
-    };
-    if is_bare(&after_template) || is_bare(&before_template) {
-        return None;
-    }
-    let rewrite = Rewrite {
-        before: before_template,
-        after: after_template,
-    };
-    let Ok(compiled) = compile(&rewrite) else {
-        return None;
-    };
-    // Too small to say anything (`title` -> `(title or "")`): widen for context.
-    if grammar == Grammar::Expression && crate::generalise::concrete_nodes(compiled.before()) < 2 {
-        return None;
-    }
-    // The rewrite must reproduce its own example, applied at the finding's line or at the
-    // template's first line.
-    let first_line = bt.source[..b_start].matches('\n').count() + 1;
-    let first_line = u32::try_from(first_line).unwrap_or(u32::MAX);
-    let reproduces = [site_line, first_line].into_iter().any(|line| {
-        crate::apply::apply_tree(&compiled, bt, crate::Site::line(line))
-            .ok()
-            .flatten()
-            .and_then(|fix| fix.apply_to(&bt.source).ok())
-            .is_some_and(|fixed| fixed == at.source)
-    });
-    if !reproduces {
-        return None;
-    }
-    Some(Extracted {
-        holes: compiled.holes().to_vec(),
-        rewrite,
-        example: Rewrite {
-            before: concrete_before,
-            after: concrete_after,
-        },
+    // Carried operands as whole holes first (the general template); when that rewrite is
+    // refused, the same subtree with holes for names only, before a larger subtree is tried.
+    [true, false].into_iter().find_map(|whole| {
+        let abstraction =
+            Abstraction::new(bt, at, b_span, a_span, (p, before_end, after_end), whole);
+        abstraction.finish(
+            &roots,
+            grammar,
+            concrete_after.clone(),
+            (site_line, b_start),
+        )
     })
+}
+
+impl Abstraction<'_> {
+    /// Chooses the holes under `roots` and returns the rewrite, unless a guard refuses it.
+    fn finish(
+        mut self,
+        roots: &[usize],
+        grammar: Grammar,
+        concrete_after: String,
+        (site_line, b_start): (u32, usize),
+    ) -> Option<Extracted> {
+        let (bt, at, b_span) = (self.bt, self.at, self.b_span);
+        for root in roots {
+            self.visit_children(*root);
+        }
+        let before_template = self.render_before(grammar);
+        let after_template = self.render_after(grammar);
+        if self.drops_carried_code(&after_template) {
+            return None;
+        }
+        let concrete_before = match grammar {
+            Grammar::Expression => bt.source[b_span].to_string(),
+            Grammar::Module => dedent(&bt.source[b_span]),
+        };
+        let is_bare = |text: &str| {
+            let t = text.trim();
+            t.strip_prefix('?').is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+        };
+        if is_bare(&after_template) || is_bare(&before_template) {
+            return None;
+        }
+        let rewrite = Rewrite {
+            before: before_template,
+            after: after_template,
+        };
+        let Ok(compiled) = compile(&rewrite) else {
+            return None;
+        };
+        // Too small to say anything (`title` -> `(title or "")`): widen for context.
+        if grammar == Grammar::Expression
+            && crate::generalise::concrete_nodes(compiled.before()) < 2
+        {
+            return None;
+        }
+        // The rewrite must reproduce its own example, applied at the finding's line or at the
+        // template's first line.
+        let first_line = bt.source[..b_start].matches('\n').count() + 1;
+        let first_line = u32::try_from(first_line).unwrap_or(u32::MAX);
+        let reproduces = [site_line, first_line].into_iter().any(|line| {
+            crate::apply::apply_tree(&compiled, bt, crate::Site::line(line))
+                .ok()
+                .flatten()
+                .and_then(|fix| fix.apply_to(&bt.source).ok())
+                .is_some_and(|fixed| fixed == at.source)
+        });
+        if !reproduces {
+            return None;
+        }
+        Some(Extracted {
+            holes: compiled.holes().to_vec(),
+            rewrite,
+            example: Rewrite {
+                before: concrete_before,
+                after: concrete_after,
+            },
+        })
+    }
 }
 
 /// The holes chosen in before, and where they land in after.
@@ -536,6 +567,10 @@ struct Abstraction<'a> {
     literals: Vec<(String, String)>,
     /// The ranges of after that render as holes.
     after_replaced: Vec<TextRange>,
+    /// Whether a carried operand becomes one hole (else only the names in it do).
+    whole: bool,
+    /// The tokens of before (indices into its token list) that a token diff keeps in after.
+    kept_tokens: HashSet<usize>,
 }
 
 impl<'a> Abstraction<'a> {
@@ -545,6 +580,7 @@ impl<'a> Abstraction<'a> {
         b_span: TextRange,
         a_span: TextRange,
         (p, before_end, after_end): (usize, usize, usize),
+        whole: bool,
     ) -> Self {
         let protected = protected_callees(bt, b_span, TextRange::new(size(p), size(before_end)));
         let after_protected =
@@ -574,6 +610,12 @@ impl<'a> Abstraction<'a> {
             list_keys: Vec::new(),
             literals: Vec::new(),
             after_replaced: Vec::new(),
+            whole,
+            kept_tokens: if whole {
+                kept_tokens(bt, b_span, at, a_span)
+            } else {
+                HashSet::new()
+            },
         }
     }
 
@@ -810,6 +852,10 @@ impl<'a> Abstraction<'a> {
                 return;
             }
         }
+        if self.whole && self.is_carried_operand(id) {
+            self.hole(id);
+            return;
+        }
         let parent_kind = node.parent.map(|p| self.bt.nodes[p].kind);
         let carried = self.carried(id);
         let abstract_it = match node.kind {
@@ -841,6 +887,98 @@ impl<'a> Abstraction<'a> {
         } else {
             self.visit_children(id);
         }
+    }
+
+    /// An expression carried unchanged into after (`str(p)` in `not str(p) in q` ->
+    /// `str(p) not in q`, an `if` condition kept by `else: if` -> `elif`) is one hole, so that
+    /// the rewrite matches operands of any shape. Not a callee (the changed call's name stays
+    /// concrete), nothing holding a protected callee, and not when part of it is used in after
+    /// on its own (`obj` in `if obj is None` next to `obj.name`). A constant (`None`, `0`) is
+    /// a hole only when the operator next to it survives the fix: `not p is None` ->
+    /// `p is not None` keeps `is`, while in `x == None` -> `x is None` the `None` is what
+    /// justifies the new operator and stays concrete.
+    fn is_carried_operand(&self, id: usize) -> bool {
+        let node = &self.bt.nodes[id];
+        if !node.is_expr
+            || matches!(node.kind, NodeKind::ExprStarred | NodeKind::ExprName)
+            || !self.carried(id)
+            || self.protected.iter().any(|p| node.outer.contains_range(*p))
+        {
+            return false;
+        }
+        let Some(parent) = node.parent else {
+            return false;
+        };
+        let parent = &self.bt.nodes[parent];
+        if parent.kind == NodeKind::ExprCall && parent.items.first() == Some(&Item::Node(id)) {
+            return false;
+        }
+        if is_constant(node.kind) {
+            return matches!(
+                parent.kind,
+                NodeKind::ExprCompare | NodeKind::ExprBinOp | NodeKind::ExprBoolOp
+            ) && self.operator_kept(node.outer, parent.outer);
+        }
+        self.subtree_is_best(id)
+    }
+
+    /// Whether the operator token next to an operand at `operand` (before it, or after it for
+    /// the first operand) inside the operation at `operation` is kept by the fix.
+    fn operator_kept(&self, operand: TextRange, operation: TextRange) -> bool {
+        let tokens = &self.bt.tokens;
+        let next = tokens.partition_point(|t| t.range.start() < operand.end());
+        let prev = tokens.partition_point(|t| t.range.start() < operand.start());
+        let neighbour = prev
+            .checked_sub(1)
+            .filter(|i| {
+                operation.contains_range(tokens[*i].range)
+                    && !matches!(tokens[*i].kind, TokenKind::Lpar)
+            })
+            .or_else(|| {
+                (next < tokens.len() && operation.contains_range(tokens[next].range))
+                    .then_some(next)
+            });
+        neighbour.is_some_and(|i| self.kept_tokens.contains(&i))
+    }
+
+    /// True unless an expression inside `id` occurs in after outside the copies of `id`: then
+    /// a hole for the whole would leave that use concrete.
+    fn subtree_is_best(&self, id: usize) -> bool {
+        let outer = self.bt.nodes[id].outer;
+        let whole = node_key(self.bt, id);
+        let copies: Vec<TextRange> = self
+            .at
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(n, node)| {
+                self.a_span.contains_range(node.outer) && node_key(self.at, *n) == whole
+            })
+            .map(|(_, node)| node.outer)
+            .collect();
+        let inner: HashSet<String> = self
+            .bt
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(n, node)| {
+                *n != id
+                    && node.is_expr
+                    && !is_constant(node.kind)
+                    && outer.contains_range(node.outer)
+                    && !is_concrete_identifier(self.bt, *n)
+            })
+            .map(|(n, _)| node_key(self.bt, n))
+            .collect();
+        !self.at.nodes.iter().enumerate().any(|(n, node)| {
+            self.a_span.contains_range(node.outer)
+                && !copies.iter().any(|c| c.contains_range(node.outer))
+                && !self
+                    .after_protected
+                    .iter()
+                    .any(|p| p.contains_range(node.outer))
+                && inner.contains(&node_key(self.at, n))
+        })
     }
 
     /// An attribute chain (`self.conn`) is one hole unless a shorter prefix of it occurs in
@@ -1015,6 +1153,64 @@ impl<'a> Abstraction<'a> {
             Grammar::Module => dedent(&text),
         }
     }
+}
+
+/// A constant that is not a string: concrete unless its operator survives the fix.
+fn is_constant(kind: NodeKind) -> bool {
+    matches!(
+        kind,
+        NodeKind::ExprNoneLiteral
+            | NodeKind::ExprBooleanLiteral
+            | NodeKind::ExprNumberLiteral
+            | NodeKind::ExprEllipsisLiteral
+    )
+}
+
+/// The tokens of `b_span` in before that a longest common subsequence of token texts with
+/// `a_span` in after keeps (empty when the spans are too long to compare).
+fn kept_tokens(bt: &Tree, b_span: TextRange, at: &Tree, a_span: TextRange) -> HashSet<usize> {
+    let first = bt
+        .tokens
+        .partition_point(|t| t.range.start() < b_span.start());
+    let before: Vec<&str> = bt
+        .tokens_in(b_span)
+        .iter()
+        .map(|t| bt.text(t.range))
+        .collect();
+    let after: Vec<&str> = at
+        .tokens_in(a_span)
+        .iter()
+        .map(|t| at.text(t.range))
+        .collect();
+    let (n_before, n_after) = (before.len(), after.len());
+    if n_before.saturating_mul(n_after) > 4_000_000 {
+        return HashSet::new();
+    }
+    // lengths[i][j]: the longest common subsequence of before[i..] and after[j..].
+    let mut lengths = vec![vec![0u32; n_after + 1]; n_before + 1];
+    for i in (0..n_before).rev() {
+        for j in (0..n_after).rev() {
+            lengths[i][j] = if before[i] == after[j] {
+                lengths[i + 1][j + 1] + 1
+            } else {
+                lengths[i + 1][j].max(lengths[i][j + 1])
+            };
+        }
+    }
+    let mut kept = HashSet::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n_before && j < n_after {
+        if before[i] == after[j] {
+            kept.insert(first + i);
+            i += 1;
+            j += 1;
+        } else if lengths[i + 1][j] >= lengths[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    kept
 }
 
 /// The callees to keep concrete: those the fix renamed (`yaml.load` -> `yaml.safe_load`,
@@ -1194,6 +1390,135 @@ mod tests {
         // A deletion slides to its leftmost place.
         let (p, b, a) = changed_region("x._d = x._f()\n", "x._f()\n");
         assert_eq!((p, b, a), (0, 7, 0));
+    }
+
+    /// Learns from one fix, checks the templates, and applies the rewrite (checked: it parses
+    /// and is idempotent) to other code, expecting the given result.
+    fn check(
+        (rule, before, after, line): (&str, &str, &str, u32),
+        (want_before, want_after): (&str, &str),
+        transfers: &[(&str, u32, &str)],
+    ) {
+        let extracted = extract(rule, before, after, line).expect("extracts");
+        assert_eq!(
+            (
+                extracted.rewrite.before.as_str(),
+                extracted.rewrite.after.as_str()
+            ),
+            (want_before, want_after),
+            "{rule}"
+        );
+        extracted.rewrite.validate().expect("valid rewrite");
+        let compiled = compile(&extracted.rewrite).expect("compiles");
+        let examples = std::iter::once((before, line, after)).chain(transfers.iter().copied());
+        for (source, line, expected) in examples {
+            let parsed = crate::parse_source(source).expect("parses");
+            let fix = crate::apply(&compiled, &parsed, crate::Site::line(line))
+                .expect("valid site")
+                .unwrap_or_else(|| panic!("{rule}: no match in {source:?}"));
+            assert_eq!(fix.apply_to(source).expect("edits fit"), expected, "{rule}");
+            crate::apply_checked(&compiled, source, &fix)
+                .unwrap_or_else(|e| panic!("{rule}: {e} in {source:?}"));
+        }
+    }
+
+    #[test]
+    fn carried_operands_become_whole_holes() {
+        check(
+            (
+                "E713",
+                "def f(p, q):\n    if not str(p) in tuple(q):\n        return 1\n",
+                "def f(p, q):\n    if str(p) not in tuple(q):\n        return 1\n",
+                2,
+            ),
+            ("not ?a in ?b", "?a not in ?b"),
+            &[
+                (
+                    "for key in keys:\n    if not key.lower() in seen:\n        seen.add(key)\n",
+                    2,
+                    "for key in keys:\n    if key.lower() not in seen:\n        seen.add(key)\n",
+                ),
+                ("ok = not x in items\n", 1, "ok = x not in items\n"),
+            ],
+        );
+        check(
+            (
+                "E714",
+                "def f(p):\n    if not p is None:\n        return 1\n",
+                "def f(p):\n    if p is not None:\n        return 1\n",
+                2,
+            ),
+            ("not ?a is ?b", "?a is not ?b"),
+            &[("assert not f(x) is y\n", 1, "assert f(x) is not y\n")],
+        );
+    }
+
+    #[test]
+    fn carried_conditions_become_holes_and_the_structure_stays() {
+        check(
+            (
+                "PLR5501",
+                "def f(a, b):\n    if len(a) > 1:\n        return 1\n    else:\n        if b == 0:\n            return 2\n    return 3\n",
+                "def f(a, b):\n    if len(a) > 1:\n        return 1\n    elif b == 0:\n        return 2\n    return 3\n",
+                5,
+            ),
+            (
+                "if ?a:\n    ?b\nelse:\n    if ?c:\n        ?d",
+                "if ?a:\n    ?b\nelif ?c:\n    ?d",
+            ),
+            &[(
+                "if user.is_admin():\n    grant()\nelse:\n    if not user.banned:\n        log(user)\n        ask()\n",
+                4,
+                "if user.is_admin():\n    grant()\nelif not user.banned:\n    log(user)\n    ask()\n",
+            )],
+        );
+    }
+
+    /// The changed call's name, a constant that justifies the new operator and a literal the fix
+    /// removes stay concrete; the carried argument is one hole whatever its shape.
+    #[test]
+    fn what_the_fix_changes_stays_concrete() {
+        check(
+            (
+                "B506",
+                "import yaml\ncfg = yaml.load(open(path).read())\n",
+                "import yaml\ncfg = yaml.safe_load(open(path).read())\n",
+                2,
+            ),
+            ("yaml.load(?a)", "yaml.safe_load(?a)"),
+            &[("data = yaml.load(fh)\n", 1, "data = yaml.safe_load(fh)\n")],
+        );
+        check(
+            (
+                "E711",
+                "if x.y == None:\n    pass\n",
+                "if x.y is None:\n    pass\n",
+                1,
+            ),
+            ("?a == None", "?a is None"),
+            &[("ok = f(z)[0] == None\n", 1, "ok = f(z)[0] is None\n")],
+        );
+        check(
+            (
+                "UP015",
+                "with open(p, \"r\") as f:\n    pass\n",
+                "with open(p) as f:\n    pass\n",
+                1,
+            ),
+            ("open(?a, \"r\")", "open(?a)"),
+            &[(
+                "text = open(base / name, \"r\").read()\n",
+                1,
+                "text = open(base / name).read()\n",
+            )],
+        );
+        // Not `?a(?b)`: neither the callee of the changed call nor anything holding it.
+        let extracted = extract("B506", "x = yaml.load(fh)\n", "x = yaml.safe_load(fh)\n", 1)
+            .expect("extracts");
+        assert!(
+            extracted.rewrite.before.starts_with("yaml.load("),
+            "{extracted:?}"
+        );
     }
 
     #[test]

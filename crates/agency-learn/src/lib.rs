@@ -18,8 +18,9 @@
 //!   hole text copied verbatim. [`check_fix`] applies a fix, checks that the result parses and
 //!   tells whether the rewrite is idempotent; [`apply_checked`] also refuses it when it is not.
 //! - [`extract`] learns a rewrite from one verified fix (whole file before and after): the
-//!   minimal changed subtree, with the names carried from before to after turned into holes and
-//!   the rest concrete (`yaml.load(?a)` -> `yaml.safe_load(?a)`). It refuses suppressions and
+//!   minimal changed subtree, with the names and whole operands carried from before to after
+//!   turned into holes and the rest concrete (`yaml.load(?a)` -> `yaml.safe_load(?a)`,
+//!   `not ?a in ?b` -> `?a not in ?b`). It refuses suppressions and
 //!   deletions of the flagged code, and only returns a rewrite that reproduces its example.
 //! - [`generalise`] anti-unifies two rewrites of one rule into one, refusing
 //!   over-generalisations; equal [`Rewrite::fingerprint`]s are for the caller to merge.
