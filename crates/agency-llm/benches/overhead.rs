@@ -4,6 +4,9 @@
 //! Besides criterion's estimates, p50/p95/p99 over 500 timed runs of each are printed (the
 //! target is p99 ≤ 20 ms).
 //!
+//! `cache_hit`: a whole `propose_fix` answered from the cache (redaction, prompt, the cache
+//! lookup and the recorded hit in `usage.db`), after one real call to the local test server.
+//!
 //! `cargo bench -p agency-llm --bench overhead -- --quick` runs it quickly.
 
 use std::hint::black_box;
@@ -12,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use agency_llm::client::request_hash;
 use agency_llm::prompt::build_messages;
+use agency_llm::test_server::{Scripted, TestServer};
 use agency_llm::{
-    Example, FindingRef, FixRequest, Redactor, apply_edits, parse_answer, resolve_edits,
+    Example, FindingRef, FixRequest, LlmClient, LlmConfig, Redactor, apply_edits, parse_answer,
+    resolve_edits,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -47,10 +52,14 @@ const ANSWER: &str = r#"```json
 {"edits": [{"find": "    if request == None:", "replace": "    if request is None:"}], "explanation": "compare to None with `is`"}
 ```"#;
 
-/// One whole pass of our overhead; returns the patched text's length so nothing is optimised
-/// away.
-fn pass(file: &str, region: &Range<usize>, examples: &[Example], failure: &str) -> usize {
-    let request = FixRequest {
+/// The fix request of [`pass`], for a client.
+fn request<'a>(
+    file: &'a str,
+    region: &Range<usize>,
+    examples: &'a [Example],
+    failure: &'a str,
+) -> FixRequest<'a> {
+    FixRequest {
         finding: FindingRef {
             rule: "E711",
             message: "comparison to None should be `if cond is None:`",
@@ -63,7 +72,13 @@ fn pass(file: &str, region: &Range<usize>, examples: &[Example], failure: &str) 
         imports: "import os\nimport json\nfrom typing import Any\n",
         examples,
         previous_failure: Some(failure),
-    };
+    }
+}
+
+/// One whole pass of our overhead; returns the patched text's length so nothing is optimised
+/// away.
+fn pass(file: &str, region: &Range<usize>, examples: &[Example], failure: &str) -> usize {
+    let request = request(file, region, examples, failure);
     let mut redactor = Redactor::new();
     let messages = build_messages(&request, &mut redactor);
     let hash = request_hash("gpt-4o-mini", &messages);
@@ -118,6 +133,46 @@ fn overhead(c: &mut Criterion) {
     }
     group.finish();
     percentiles(&examples, &failure);
+    cache_hits(&examples, &failure);
+}
+
+/// p50/p95/p99 of a `propose_fix` answered from the cache (the first call reaches the local
+/// test server and fills the cache).
+#[allow(clippy::print_stdout, reason = "a bench reports on stdout")]
+fn cache_hits(examples: &[Example], failure: &str) {
+    let server = TestServer::start().expect("the local test server starts");
+    server.set_default(Scripted::answer(ANSWER));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let client = LlmClient::new(
+        LlmConfig::new(server.base_url(), "gpt-4o-mini"),
+        dir.path(),
+        None,
+    )
+    .expect("a client of the test server");
+    for (name, file, region) in inputs() {
+        let request = request(&file, &region, examples, failure);
+        let first = client
+            .propose_fix(&request)
+            .expect("the test server answers");
+        assert!(!first.cached);
+        let mut times: Vec<Duration> = (0..200)
+            .map(|_| {
+                let started = Instant::now();
+                let proposal = client.propose_fix(&request).expect("a cached answer");
+                assert!(proposal.cached);
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        println!(
+            "cache_hit/{name}: p50 {:?}  p95 {:?}  p99 {:?}  ({} calls to the server)",
+            at(0.50),
+            at(0.95),
+            at(0.99),
+            server.calls()
+        );
+    }
 }
 
 /// p50/p95/p99 of single passes; criterion reports means, the target is a p99.
