@@ -1232,6 +1232,12 @@ fn render_heals(report: &agency_core::contract::HealReport) -> String {
         {
             let _ = writeln!(out, "  {reason}");
         }
+        if let Some(test) = &h.regression_test {
+            let _ = writeln!(
+                out,
+                "  regression test added: {test} (fails before the fix, passes with it)"
+            );
+        }
     }
     let s = &report.summary;
     if preview {
