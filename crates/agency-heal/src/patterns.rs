@@ -320,7 +320,20 @@ impl Patterns {
         };
         match learned {
             Ok(response) if response.learned == "merged" => Learned::Merged(response.id),
-            Ok(response) => Learned::Inserted(response.id),
+            Ok(response) => {
+                // The new pattern may itself be more general than known ones.
+                if let (Ok(compiled), Some(first)) =
+                    (agency_learn::compile(&rewrite), known.first())
+                {
+                    let new = Candidate {
+                        id: response.id.clone(),
+                        rewrite: compiled,
+                        ..first.clone()
+                    };
+                    self.retire_subsumed(&new, &known);
+                }
+                Learned::Inserted(response.id)
+            }
             Err(e) => Learned::Skipped(format!("the store refused it: {e}")),
         }
     }
