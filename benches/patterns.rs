@@ -1,5 +1,7 @@
-//! Criterion benches of a pattern lookup and its parts: embedding one query with the real model,
-//! HNSW search, exact search (the baseline), BM25 search, and the fused `PatternStore::query`.
+//! Criterion benches of a pattern lookup and its parts: embedding one query with the real model
+//! (with the session options we chose and, as the baseline in the same run, without weight
+//! prepacking as before; short queries and full error contexts), HNSW search, exact search (the
+//! baseline), BM25 search, and the fused `PatternStore::query`.
 //!
 //! The data is the synthetic corpus of `agency_patterns::bench` (real embeddings of the seed
 //! library and templated error messages, perturbed with seeded noise), at 1k, 10k and 100k
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use agency_core::context::{ErrorContext, normalize};
 use agency_patterns::bench::{Corpus, fill_store};
-use agency_patterns::embed::{Embedder, EmbedderConfig};
+use agency_patterns::embed::{Embedder, EmbedderConfig, SessionOptions};
 use agency_patterns::store::signature;
 use agency_patterns::text::{TextDoc, TextIndex};
 use agency_patterns::vector::{self, Graph, VectorParams};
@@ -43,7 +45,7 @@ fn agency_home() -> PathBuf {
     )
 }
 
-fn load_embedder() -> Arc<Embedder> {
+fn load_embedder(options: SessionOptions) -> Arc<Embedder> {
     let layout = agency_setup::Layout::new(agency_home());
     let config = EmbedderConfig {
         onnxruntime_lib: layout.onnxruntime_lib(),
@@ -60,7 +62,7 @@ fn load_embedder() -> Arc<Embedder> {
             layout.home().display()
         );
     }
-    Arc::new(Embedder::load(&config).expect("the embedding model loads"))
+    Arc::new(Embedder::load_with(&config, options).expect("the embedding model loads"))
 }
 
 /// Vectors and text of the first `n` synthetic patterns, keyed `1..=n` like store keys.
@@ -73,6 +75,11 @@ struct Data {
 /// Everything built once per process, each part on first use.
 struct Fixtures {
     embedder: Arc<Embedder>,
+    /// The session options before weight prepacking was turned on: the embedding baseline.
+    unpacked: Arc<Embedder>,
+    /// Full error contexts (message and code) of the seed library, as stored and as a healer
+    /// asks: about 60 tokens, against about 14 for `normalized`.
+    contexts: Vec<String>,
     corpus: Corpus,
     /// Query texts as a user types them.
     queries: Vec<String>,
@@ -85,7 +92,16 @@ struct Fixtures {
 
 impl Fixtures {
     fn new() -> Self {
-        let embedder = load_embedder();
+        let embedder = load_embedder(SessionOptions::default());
+        let unpacked = load_embedder(SessionOptions {
+            prepacking: false,
+            ..SessionOptions::default()
+        });
+        let contexts = agency_patterns::seed::library()
+            .expect("the seed library parses")
+            .iter()
+            .map(|spec| signature(spec).text)
+            .collect();
         let corpus = Corpus::embed(&embedder, SEED, &mut |_, _| {}).expect("base texts embed");
         let queries = corpus.queries(N_QUERIES);
         let normalized: Vec<String> = queries
@@ -104,6 +120,8 @@ impl Fixtures {
             .collect();
         Self {
             embedder,
+            unpacked,
+            contexts,
             corpus,
             queries,
             normalized,
@@ -133,7 +151,6 @@ impl Fixtures {
         data.graph.get_or_init(|| {
             Graph::build(
                 data.vectors.iter().map(|(id, v)| (*id, v.as_slice())),
-                n,
                 VectorParams::default(),
             )
         })
@@ -195,10 +212,17 @@ fn patterns(c: &mut Criterion) {
     let fx = Fixtures::new();
 
     let mut group = c.benchmark_group("embed");
-    group.bench_function("query", |b| {
-        let mut next = cycle(&fx.normalized);
-        b.iter(|| fx.embedder.embed(black_box(next())).expect("query embeds"));
-    });
+    for (name, embedder, texts) in [
+        ("query", &fx.embedder, &fx.normalized),
+        ("query-unpacked", &fx.unpacked, &fx.normalized),
+        ("context", &fx.embedder, &fx.contexts),
+        ("context-unpacked", &fx.unpacked, &fx.contexts),
+    ] {
+        group.bench_function(name, |b| {
+            let mut next = cycle(texts);
+            b.iter(|| embedder.embed(black_box(next())).expect("text embeds"));
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("exact");
@@ -216,7 +240,7 @@ fn patterns(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let graph = fx.graph(n);
             let mut next = cycle(&fx.query_vectors);
-            b.iter(|| graph.search(black_box(next()), K, None, 1.0));
+            b.iter(|| graph.search(black_box(next()), K, None));
         });
     }
     group.finish();

@@ -98,7 +98,21 @@ pub struct VectorReport {
     pub exact: Latency,
     /// Exact p50 over HNSW p50.
     pub exact_over_hnsw_p50: f64,
+    /// The same graph and queries at other beam widths: what `ef_search` buys.
+    pub ef_sweep: Vec<EfPoint>,
 }
+
+/// Recall and latency of one beam width.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EfPoint {
+    pub ef_search: usize,
+    pub recall_at_k: f64,
+    pub queries_recall_below_half: usize,
+    pub hnsw: Latency,
+}
+
+/// Beam widths of [`VectorReport::ef_sweep`].
+const EF_SWEEP: [usize; 5] = [64, 128, 192, 256, 384];
 
 /// Memory of this process, from `/proc/self/status` (absent off Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -135,6 +149,10 @@ pub struct BenchReport {
     pub memory: Memory,
     /// `store.query` end to end: normalise, embed, HNSW or exact, BM25, fuse, read the rows.
     pub query: Latency,
+    /// `store.query` of the same texts filtered by their rule, as a healer asks.
+    pub query_by_rule: Latency,
+    /// How those searched vectors: a rule passes few patterns, so `exact` over them.
+    pub method_by_rule: String,
     /// The model alone on the same normalised texts: the part of `query` that is embedding.
     pub embed: Latency,
     /// Mean tokens the model saw per query.
@@ -179,7 +197,8 @@ pub fn run(
     };
     progress("opening the store", 1, 1);
 
-    let queries = corpus.queries(opts.queries);
+    let with_rules = corpus.queries_with_rules(opts.queries);
+    let queries: Vec<String> = with_rules.iter().map(|(text, _)| text.clone()).collect();
     for text in queries.iter().take(WARMUP_QUERIES) {
         store.query(&lookup(text, opts.k, now))?;
     }
@@ -207,6 +226,22 @@ pub fn run(
         }
         progress("querying", idx + 1, queries.len());
     }
+    // The same texts filtered by their rule: the rule is part of the embedded text, so each
+    // is embedded again.
+    let mut rule_samples = Vec::with_capacity(queries.len());
+    let mut rule_methods: Vec<String> = Vec::new();
+    for (idx, (text, rule)) in with_rules.iter().enumerate() {
+        let started = Instant::now();
+        let response = store.query(&Query {
+            rule: Some(rule),
+            ..lookup(text, opts.k, now)
+        })?;
+        rule_samples.push(started.elapsed());
+        if !rule_methods.contains(&response.stats.method) {
+            rule_methods.push(response.stats.method.clone());
+        }
+        progress("querying by rule", idx + 1, queries.len());
+    }
 
     let stored = Db::open(&opts.dir.join("patterns.db"))?.embeddings_after(0, DIM)?;
     let vector = measure_vectors(
@@ -232,6 +267,8 @@ pub fn run(
         open_warnings: store.warnings().to_vec(),
         memory,
         query: Latency::from_samples(&query_samples),
+        query_by_rule: Latency::from_samples(&rule_samples),
+        method_by_rule: rule_methods.join(","),
         embed: Latency::from_samples(&embed_samples),
         query_tokens_mean: tokens as f64 / queries.len() as f64,
         vector,
@@ -309,16 +346,12 @@ fn measure_vectors(
         path: manifest_path.clone(),
         message: format!("cannot read the graph's location: {e}"),
     })?;
-    let (graph, label) = if let Some(g) = manifest.graph {
+    let (mut graph, label) = if let Some(g) = manifest.graph {
         let graph = Graph::load(&index_dir.join(&g.dir), &g.basename, &g.files, params)?;
         (graph, "store")
     } else {
         progress("building a graph to compare", 0, 1);
-        let graph = Graph::build(
-            stored.iter().map(|(id, v)| (*id, v.as_slice())),
-            stored.len(),
-            params,
-        );
+        let graph = Graph::build(stored.iter().map(|(id, v)| (*id, v.as_slice())), params);
         (graph, "built")
     };
 
@@ -330,7 +363,7 @@ fn measure_vectors(
         let truth = vector::exact_top_k(stored, q, k);
         exact_samples.push(started.elapsed());
         let started = Instant::now();
-        let found = graph.search(q, k, None, 1.0);
+        let found = graph.search(q, k, None);
         hnsw_samples.push(started.elapsed());
         recalls.push(vector::recall(&truth, &found));
         progress(
@@ -338,6 +371,29 @@ fn measure_vectors(
             idx + 1,
             query_vectors.len(),
         );
+    }
+    let truths: Vec<Vec<(u64, f32)>> = query_vectors
+        .iter()
+        .map(|q| vector::exact_top_k(stored, q, k))
+        .collect();
+    let mut ef_sweep = Vec::with_capacity(EF_SWEEP.len());
+    for (idx, ef) in EF_SWEEP.into_iter().enumerate() {
+        progress("sweeping the beam width", idx, EF_SWEEP.len());
+        graph.set_ef_search(ef);
+        let mut samples = Vec::with_capacity(query_vectors.len());
+        let mut recalls = Vec::with_capacity(query_vectors.len());
+        for (q, truth) in query_vectors.iter().zip(&truths) {
+            let started = Instant::now();
+            let found = graph.search(q, k, None);
+            samples.push(started.elapsed());
+            recalls.push(vector::recall(truth, &found));
+        }
+        ef_sweep.push(EfPoint {
+            ef_search: ef,
+            recall_at_k: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
+            queries_recall_below_half: recalls.iter().filter(|r| **r < 0.5).count(),
+            hnsw: Latency::from_samples(&samples),
+        });
     }
     let hnsw = Latency::from_samples(&hnsw_samples);
     let exact = Latency::from_samples(&exact_samples);
@@ -357,6 +413,7 @@ fn measure_vectors(
         },
         hnsw,
         exact,
+        ef_sweep,
     })
 }
 
@@ -487,16 +544,28 @@ impl Corpus {
     /// `count` query texts: mostly template messages in other words, and seed patterns described
     /// by their titles. None equals a stored message.
     pub fn queries(&self, count: usize) -> Vec<String> {
+        self.queries_with_rules(count)
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect()
+    }
+
+    /// [`Self::queries`] with the rule of the error each describes, as a healer asks (it always
+    /// filters by the finding's rule).
+    pub fn queries_with_rules(&self, count: usize) -> Vec<(String, String)> {
         let mut rng = Rng::new(self.seed ^ 0x5155_4552_5953);
         (0..count)
             .map(|_| {
                 let base = &self.bases[rng.below(self.bases.len())];
                 let ctx = Context::draw(&mut rng);
                 match base {
-                    Base::Seed(spec) => format!("{} in {}", spec.title, ctx.func),
-                    Base::Template { family, keys, .. } => {
+                    Base::Seed(spec) => {
+                        (format!("{} in {}", spec.title, ctx.func), spec.rule.clone())
+                    }
+                    Base::Template { family, rule, keys } => {
                         let f = &FAMILIES[*family];
-                        fill(f.queries[rng.below(f.queries.len())], keys, &ctx)
+                        let text = fill(f.queries[rng.below(f.queries.len())], keys, &ctx);
+                        (text, (*rule).to_string())
                     }
                 }
             })

@@ -13,8 +13,8 @@ use ndarray::Array2;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
-use tokenizers::Tokenizer;
 use tokenizers::utils::truncation::{TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, Tokenizer};
 
 use crate::error::{Error, Result};
 
@@ -35,6 +35,56 @@ pub struct EmbedderConfig {
     pub model_id: String,
     /// ONNX Runtime intra-op threads (1 or 2 on a 2-core machine).
     pub intra_threads: usize,
+}
+
+/// How the ONNX Runtime session runs. The defaults are the measured choices
+/// (`docs/benchmarks.md`); the other values exist to measure them (`benches/patterns.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Pack the weights of the model's matrix products once at load. Without it every run
+    /// repacks them: about a quarter of a short query's time, for no memory saved.
+    pub prepacking: bool,
+    pub optimization: Optimization,
+    /// Plan the run's buffers from the previous run of the same shape.
+    pub memory_pattern: bool,
+    /// Keep freed buffers in ONNX Runtime's arena for the next run.
+    pub cpu_arena: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            prepacking: true,
+            // The fusions of the higher levels made a query about 8% slower on this model
+            // (measured at 14 and 59 tokens, one and two threads).
+            optimization: Optimization::Basic,
+            memory_pattern: false,
+            cpu_arena: true,
+        }
+    }
+}
+
+/// ONNX Runtime's graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimization {
+    Disabled,
+    /// Constant folding and redundant node removal: turns the int8 weights into float ones once.
+    Basic,
+    /// Basic and operator fusions (attention, layer norm, GELU).
+    Extended,
+    /// Extended and layout optimisations.
+    All,
+}
+
+impl Optimization {
+    fn level(self) -> GraphOptimizationLevel {
+        match self {
+            Optimization::Disabled => GraphOptimizationLevel::Disable,
+            Optimization::Basic => GraphOptimizationLevel::Level1,
+            Optimization::Extended => GraphOptimizationLevel::Level2,
+            Optimization::All => GraphOptimizationLevel::Level3,
+        }
+    }
 }
 
 /// One embedded text.
@@ -94,13 +144,17 @@ fn build_session(
     env: &ort::environment::Environment,
     model: &Path,
     intra_threads: usize,
+    options: SessionOptions,
 ) -> ort::Result<Session> {
     Session::builder(env)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_optimization_level(options.optimization.level())?
         .with_intra_threads(intra_threads)?
         .with_inter_threads(1)?
-        .with_memory_pattern(false)?
-        .with_prepacking(false)?
+        .with_memory_pattern(options.memory_pattern)?
+        .with_prepacking(options.prepacking)?
+        .with_execution_providers([ort::ep::CPU::default()
+            .with_arena_allocator(options.cpu_arena)
+            .build()])?
         // Spinning threads double latency on a shared 2-core machine.
         .with_intra_op_spinning(false)?
         .with_inter_op_spinning(false)?
@@ -110,6 +164,11 @@ fn build_session(
 impl Embedder {
     /// Loads the runtime library (once per process), the model and the tokenizer.
     pub fn load(config: &EmbedderConfig) -> Result<Self> {
+        Self::load_with(config, SessionOptions::default())
+    }
+
+    /// [`Self::load`] with other session options (to measure them).
+    pub fn load_with(config: &EmbedderConfig, options: SessionOptions) -> Result<Self> {
         for path in [&config.onnxruntime_lib, &config.model, &config.tokenizer] {
             if !path.is_file() {
                 return Err(Error::Model {
@@ -123,7 +182,7 @@ impl Embedder {
             path: config.model.clone(),
             message,
         };
-        let session = build_session(env, &config.model, config.intra_threads.max(1))
+        let session = build_session(env, &config.model, config.intra_threads.max(1), options)
             .map_err(|e| model_err(e.to_string()))?;
         let takes_type_ids = session
             .inputs()
@@ -161,7 +220,12 @@ impl Embedder {
 
     /// Embeds one text.
     pub fn embed(&self, text: &str) -> Result<Embedding> {
-        let mut out = self.embed_batch(&[text])?;
+        // `encode_batch` would hand a single text to the rayon pool and back.
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Embed(format!("cannot tokenize: {e}")))?;
+        let mut out = self.run(&[encoding])?;
         Ok(out.pop().expect("one text in, one embedding out"))
     }
 
@@ -174,6 +238,11 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::Embed(format!("cannot tokenize: {e}")))?;
+        self.run(&encodings)
+    }
+
+    /// Runs the model on tokenised texts and mean-pools each.
+    fn run(&self, encodings: &[Encoding]) -> Result<Vec<Embedding>> {
         let batch = encodings.len();
         let seq = encodings
             .iter()

@@ -37,7 +37,9 @@ const CANDIDATES_PER_MATCH: usize = 4;
 const MIN_CANDIDATES: usize = 20;
 /// Largest `k` a query may ask for.
 pub const MAX_K: usize = 100;
-const MANIFEST_VERSION: u32 = 1;
+/// Version 2: the graph is saved in agency's own format (`vector::Graph`); a version-1 manifest
+/// points at an `hnsw_rs` dump, which is rebuilt.
+const MANIFEST_VERSION: u32 = 2;
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -151,14 +153,15 @@ impl Metas {
         self.slots.get_mut(usize::try_from(pk).ok()?)?.as_mut()
     }
 
-    fn insert(&mut self, pk: u64, meta: Meta) {
+    /// Stores `meta` under `pk`; true when the key was new.
+    fn insert(&mut self, pk: u64, meta: Meta) -> bool {
         let idx = usize::try_from(pk).expect("primary keys fit in memory");
         if idx >= self.slots.len() {
             self.slots.resize_with(idx + 1, || None);
         }
-        if self.slots[idx].replace(meta).is_none() {
-            self.len += 1;
-        }
+        let fresh = self.slots[idx].replace(meta).is_none();
+        self.len += usize::from(fresh);
+        fresh
     }
 
     fn len(&self) -> usize {
@@ -181,6 +184,10 @@ impl Metas {
 struct Table {
     metas: Metas,
     by_id: HashMap<String, u64>,
+    /// Keys by rule and by category (retired ones too), for filtered queries: a rule passes a
+    /// few thousand of 100k patterns, and walking them all to find those cost about 2 ms.
+    by_rule: HashMap<String, Vec<u64>>,
+    by_category: HashMap<Category, Vec<u64>>,
     live: usize,
 }
 
@@ -190,7 +197,23 @@ impl Table {
             self.live += 1;
         }
         self.by_id.insert(meta.id.clone(), pk);
-        self.metas.insert(pk, meta);
+        let (rule, category) = (meta.rule.clone(), meta.category);
+        if self.metas.insert(pk, meta) {
+            self.by_rule.entry(rule).or_default().push(pk);
+            self.by_category.entry(category).or_default().push(pk);
+        }
+    }
+
+    /// The keys a filter on `category` and `rule` can pass: the shorter list of the two when
+    /// one is given, else every key.
+    fn keys_for(&self, category: Option<Category>, rule: Option<&str>) -> Vec<u64> {
+        let by_rule = rule.map(|r| self.by_rule.get(r).map_or(&[][..], Vec::as_slice));
+        let by_category = category.map(|c| self.by_category.get(&c).map_or(&[][..], Vec::as_slice));
+        match (by_rule, by_category) {
+            (Some(a), Some(b)) => (if a.len() <= b.len() { a } else { b }).to_vec(),
+            (Some(keys), None) | (None, Some(keys)) => keys.to_vec(),
+            (None, None) => self.metas.keys().collect(),
+        }
     }
 
     fn from_rows(rows: Vec<MetaRow>) -> Self {
@@ -588,17 +611,30 @@ impl PatternStore {
             let table = read(&self.table);
             let allow = |pk: u64| allow_in(&table, pk);
             let filtered = q.category.is_some() || q.rule.is_some() || q.min_confidence.is_some();
-            let selectivity = if filtered {
-                let allowed = table.metas.keys().filter(|pk| allow(*pk)).count();
-                allowed as f64 / table.metas.len().max(1) as f64
-            } else {
-                table.live as f64 / table.metas.len().max(1) as f64
-            };
+            let allowed: Option<Vec<u64>> = filtered.then(|| {
+                let mut keys = table.keys_for(q.category, q.rule);
+                keys.retain(|pk| allow(*pk));
+                keys
+            });
             let vectors = read(&self.vectors);
             // With no filter and no tombstones every point qualifies: skip the per-node check.
             let everything = !filtered && table.live == vectors.len();
             let filter: Option<&dyn Fn(u64) -> bool> = if everything { None } else { Some(&allow) };
-            let vector_hits = vectors.search(&embedding.vector, candidates, filter, selectivity);
+            // A filter that passes few (a rule, as every healer asks) is answered by scanning
+            // the patterns it passes, as a small store is.
+            let scan = allowed
+                .as_deref()
+                .filter(|ids| ids.len() <= self.config.vector.filter_scan_max);
+            let (vector_hits, method) = match scan {
+                Some(ids) => (
+                    vectors.search_among(&embedding.vector, candidates, ids),
+                    crate::vector::Method::Exact,
+                ),
+                None => (
+                    vectors.search(&embedding.vector, candidates, filter),
+                    vectors.method(),
+                ),
+            };
             let text_hits: Vec<(u64, f32)> = text_hits
                 .into_iter()
                 .filter(|(pk, _)| allow(*pk))
@@ -606,11 +642,11 @@ impl PatternStore {
                 .collect();
             let mut scores: HashMap<u64, f32> = vector_hits.iter().copied().collect();
             for (pk, _) in &text_hits {
-                if let Some(v) = vectors.vector(*pk) {
-                    scores.insert(*pk, dot(&embedding.vector, v));
+                if let Some(score) = vectors.similarity(*pk, &embedding.vector) {
+                    scores.insert(*pk, score);
                 }
             }
-            (vector_hits, text_hits, vectors.method(), table.live, scores)
+            (vector_hits, text_hits, method, table.live, scores)
         };
 
         Ok(Candidates {
@@ -1091,15 +1127,14 @@ impl PatternStore {
         // Inserts wait for the rebuild (they would be lost in the swap); queries go on with the
         // old graph until the swap.
         let serial = lock(&self.vector_writes);
-        let all = self.with_reader(|db| db.embeddings_after(0, DIM))?;
-        let live_vectors = {
+        let (ids, data) = {
             let table = read(&self.table);
-            all.into_iter()
-                .filter(|(pk, _)| table.metas.get(*pk).is_some_and(|m| !m.retired))
-                .collect::<Vec<_>>()
+            let live = |pk: u64| table.metas.get(pk).is_some_and(|m| !m.retired);
+            self.with_reader(|db| db.embeddings_flat_after(0, DIM, &live))?
         };
-        let max_pk = live_vectors.iter().map(|v| v.0).max().unwrap_or(0);
-        let rebuilt = VectorIndex::build(live_vectors, self.config.vector);
+        let max_pk = ids.iter().copied().max().unwrap_or(0);
+        let rebuilt = VectorIndex::build_flat(&ids, &data, self.config.vector);
+        drop(data);
         *write(&self.vectors) = rebuilt;
         self.bump_generation();
         *lock(&self.vector_state) = (max_pk, true);
@@ -1608,14 +1643,10 @@ fn open_vector_index(
     let max_pk = table.metas.keys().max().unwrap_or(0);
     if table.live <= config.vector.exact_threshold {
         // Small: an exact scan is faster than a graph, and loading it is cheap.
-        let vectors: Vec<_> = db
-            .embeddings_after(0, DIM)?
-            .into_iter()
-            .filter(|(pk, _)| live(pk))
-            .collect();
+        let (ids, data) = db.embeddings_flat_after(0, DIM, &|pk| live(&pk))?;
         let had_graph = manifest.is_some_and(|m| m.graph.is_some());
         return Ok((
-            VectorIndex::build(vectors, config.vector),
+            VectorIndex::build_flat(&ids, &data, config.vector),
             max_pk,
             had_graph,
         ));
@@ -1639,9 +1670,12 @@ fn open_vector_index(
         Some(Ok((graph, graph_max))) => {
             let missing = db.embeddings_after(graph_max, DIM)?;
             let n_missing = missing.len();
-            for (pk, v) in missing.iter().filter(|(pk, _)| live(pk)) {
-                graph.insert(*pk, v);
-            }
+            let batch: Vec<(u64, &[f32])> = missing
+                .iter()
+                .filter(|(pk, _)| live(pk))
+                .map(|(pk, v)| (*pk, v.as_slice()))
+                .collect();
+            graph.insert_batch(&batch);
             let index = VectorIndex::Graph(graph);
             let tombstones = index.len().saturating_sub(table.live);
             if tombstones as f64 / index.len().max(1) as f64 > TOMBSTONE_REBUILD_FRACTION {
@@ -1672,12 +1706,12 @@ fn rebuild_vectors(
     live: &dyn Fn(&u64) -> bool,
     max_pk: u64,
 ) -> Result<(VectorIndex, u64, bool)> {
-    let vectors: Vec<_> = db
-        .embeddings_after(0, DIM)?
-        .into_iter()
-        .filter(|(pk, _)| live(pk))
-        .collect();
-    Ok((VectorIndex::build(vectors, config.vector), max_pk, true))
+    let (ids, data) = db.embeddings_flat_after(0, DIM, &|pk| live(&pk))?;
+    Ok((
+        VectorIndex::build_flat(&ids, &data, config.vector),
+        max_pk,
+        true,
+    ))
 }
 
 fn remove_stale_graphs(index_dir: &Path, keep: Option<&str>) {
@@ -2377,6 +2411,20 @@ pub(crate) mod tests {
             ))
             .unwrap();
         assert_eq!(r.matches[0].category, "runtime", "{:?}", ids(&r));
+        // A rule filter passes few patterns: they are scanned, not searched through the graph.
+        let by_rule = store
+            .query(&Query {
+                rule: Some("E711"),
+                ..q("comparison to None should use is")
+            })
+            .unwrap();
+        assert_eq!(by_rule.stats.method, "exact");
+        assert!(!by_rule.matches.is_empty());
+        assert!(
+            by_rule.matches.iter().all(|m| m.rule == "E711"),
+            "{:?}",
+            ids(&by_rule)
+        );
         // Retire most patterns: the graph is rebuilt without them, and they never come back.
         let all = store.list(NOW, false).unwrap();
         for p in all.iter().skip(3) {
