@@ -19,7 +19,7 @@ pub fn embedder() -> Arc<Embedder> {
             );
             let config = EmbedderConfig {
                 onnxruntime_lib: home.join("lib/libonnxruntime.so.1.31.1"),
-                model: home.join("models/all-minilm-l6-v2-int8/model.onnx"),
+                model: home.join("models/all-minilm-l6-v2-int8/model.dynamic-int8.onnx"),
                 tokenizer: home.join("models/all-minilm-l6-v2-int8/tokenizer.json"),
                 model_id: "test-model".into(),
                 intra_threads: 1,

