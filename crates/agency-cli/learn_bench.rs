@@ -303,6 +303,9 @@ fn render(r: &LearningReport, project: &Path) -> String {
             let _ = writeln!(out, "{m}");
         }
     }
+    if let Some(c) = &r.calibration {
+        out.push_str(&crate::patterns::render_calibration(c));
+    }
     if !r.generator_mismatches.is_empty() {
         let _ = writeln!(
             out,

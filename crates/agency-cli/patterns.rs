@@ -421,6 +421,58 @@ fn render_stats(stats: &agency_client::Stats) -> String {
             rate(o.success_rate)
         );
     }
+    if let Some(c) = &stats.calibration {
+        out.push_str(&render_calibration(c));
+    }
+    out
+}
+
+/// The calibration section of `patterns stats` and `patterns bench --learning`.
+pub(crate) fn render_calibration(c: &agency_client::wire::CalibrationDoc) -> String {
+    let rows: Vec<Vec<String>> = c
+        .buckets
+        .iter()
+        .map(|b| {
+            let range = if b.max >= 1.0 {
+                format!("≥ {:.2}", b.min)
+            } else {
+                format!("{:.2}–{:.2}", b.min, b.max)
+            };
+            vec![
+                range,
+                b.outcomes.to_string(),
+                b.successes.to_string(),
+                b.success_rate
+                    .map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0)),
+            ]
+        })
+        .collect();
+    let verdict = match c.calibrated {
+        Some(true) => format!(
+            "calibrated: patterns at ≥ {:.2} succeeded at least {:.0}% of the time",
+            c.target,
+            c.target * 100.0
+        ),
+        Some(false) => format!(
+            "not calibrated: patterns at ≥ {:.2} succeeded less than {:.0}% of the time",
+            c.target,
+            c.target * 100.0
+        ),
+        None => format!(
+            "calibration unknown: no outcome at confidence ≥ {:.2} yet",
+            c.target
+        ),
+    };
+    let mut out = format!(
+        "\ncalibration ({} outcomes of {} patterns, replayed at the confidence each was recorded at)\n",
+        c.outcomes, c.patterns
+    );
+    out.push_str(&table(
+        &["confidence", "outcomes", "successes", "success rate"],
+        &rows,
+    ));
+    out.push_str(&verdict);
+    out.push('\n');
     out
 }
 

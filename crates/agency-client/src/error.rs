@@ -94,7 +94,7 @@ impl Error {
                 E::NotFound(_) => Some("not_found"),
                 E::Retired { .. } => Some("retired"),
                 E::IdTaken(_) => Some("id_taken"),
-                E::Invalid { .. } => Some("invalid_pattern"),
+                E::Invalid { .. } | E::Template { .. } => Some("invalid_pattern"),
                 E::EmptyQuery => Some("empty_query"),
                 E::Locked { .. } => Some("busy"),
                 _ => None,

@@ -174,6 +174,14 @@ mod tests {
         let stats = c.stats().unwrap();
         assert_eq!(stats.patterns.live, 1);
         assert_eq!(stats.outcomes["1h"].total, 3);
+        // The same three outcomes, replayed for calibration: none happened at ≥ 0.90.
+        let calibration = stats.calibration.unwrap();
+        assert_eq!((calibration.patterns, calibration.outcomes), (1, 3));
+        assert_eq!(
+            calibration.buckets.iter().map(|b| b.outcomes).sum::<u64>(),
+            3
+        );
+        assert_eq!(calibration.calibrated, None);
         assert_eq!(c.prune().unwrap().checked, 1);
 
         let view = c.retire("none-group", "  wrong fix ").unwrap();
@@ -205,6 +213,15 @@ mod tests {
                 })
                 .unwrap_err(),
                 "invalid_k",
+                422,
+            ),
+            (
+                c.learn(&LearnRequest {
+                    before: "def (?m.group(?n)".into(),
+                    ..learn_request("bad-template")
+                })
+                .unwrap_err(),
+                "invalid_pattern",
                 422,
             ),
         ];

@@ -282,6 +282,62 @@ pub struct Stats {
     /// The same over the last 7 days, per category (categories with heals or lookups).
     #[serde(default)]
     pub heals_by_category: BTreeMap<String, HealWindow>,
+    /// How well confidence predicted success, replaying every recorded outcome (LEARNING.md
+    /// §8 check 7). Absent from a service older than this field.
+    #[serde(default)]
+    pub calibration: Option<CalibrationDoc>,
+}
+
+/// The calibration of the confidence estimate: every recorded outcome, put in the bucket of
+/// the confidence its pattern had just before it (replayed from the pattern's prior and
+/// earlier outcomes, with decay), and how often each bucket's outcomes succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CalibrationDoc {
+    /// Patterns with at least one outcome (retired ones included).
+    pub patterns: usize,
+    /// Outcomes replayed.
+    pub outcomes: u64,
+    /// Confidence buckets in increasing order: `[min, max)`, the last one `[0.9, 1]`.
+    pub buckets: Vec<CalibrationBucket>,
+    /// The success rate the top bucket must reach (0.9).
+    pub target: f64,
+    /// Whether outcomes at confidence ≥ 0.9 succeeded at least 90% of the time; null when
+    /// none happened at that confidence.
+    pub calibrated: Option<bool>,
+}
+
+/// Outcomes that happened while their pattern's confidence was in `[min, max)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CalibrationBucket {
+    pub min: f64,
+    pub max: f64,
+    pub outcomes: u64,
+    pub successes: u64,
+    /// Null without outcomes.
+    pub success_rate: Option<f64>,
+}
+
+impl CalibrationDoc {
+    /// The document of a replay.
+    pub fn of(c: &agency_patterns::Calibration) -> Self {
+        Self {
+            patterns: c.patterns,
+            outcomes: c.outcomes,
+            buckets: c
+                .buckets
+                .iter()
+                .map(|b| CalibrationBucket {
+                    min: b.from,
+                    max: b.to,
+                    outcomes: b.outcomes,
+                    successes: b.successes,
+                    success_rate: b.success_rate(),
+                })
+                .collect(),
+            target: agency_patterns::calibration::CALIBRATION_TARGET,
+            calibrated: c.calibrated(),
+        }
+    }
 }
 
 /// Heals in one time window (or one category); rates are null without data.
@@ -481,6 +537,7 @@ pub fn stats(store: &PatternStore, now: i64) -> agency_patterns::Result<Stats> {
         store_bytes: store_bytes(store.dir()),
         heals,
         heals_by_category,
+        calibration: Some(CalibrationDoc::of(&store.calibration()?)),
     })
 }
 

@@ -1701,6 +1701,9 @@ pub struct LearningReport {
     pub phase1_learned: usize,
     pub phase2: PhaseTwo,
     pub latency: PatternLatency,
+    /// How well the private store's confidence predicted success over the outcomes of the run
+    /// (null when the store could not be asked; the notes say why).
+    pub calibration: Option<agency_client::wire::CalibrationDoc>,
     /// Files where code outside the planted blocks changed (must be none).
     pub outside_changes: Vec<String>,
     /// The targets: ≥ 80% healed by patterns alone, no wrong fix kept, match + apply p99 ≤ 5
@@ -2398,6 +2401,15 @@ pub fn run(
         && latency.match_apply_padded.samples > 0
         && latency.match_apply_padded.p99_ms <= 5.0;
     let phase1_learned = kinds.iter().filter(|k| !k.patterns.is_empty()).count();
+    // The private store's calibration over every outcome the run recorded (LEARNING.md §8
+    // check 7), as `GET /v1/stats` reports it.
+    let calibration = match (hooks.client)().stats() {
+        Ok(stats) => stats.calibration,
+        Err(e) => {
+            notes.push(format!("calibration not computed: {e}"));
+            None
+        }
+    };
     Ok(LearningReport {
         version: REPORT_VERSION,
         project: project.display().to_string(),
@@ -2437,6 +2449,7 @@ pub fn run(
             wrong_fixes_kept: wrong,
         },
         latency,
+        calibration,
         outside_changes,
         targets_met,
         suite_runs,

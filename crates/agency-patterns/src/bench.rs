@@ -985,8 +985,9 @@ const FAMILIES: &[Family] = &[
         applicability: Applicability::Unsafe,
         message: "Incompatible return value type (got \"{type} | None\", expected \"{type}\")",
         title: "{func} may return None but is annotated {type}",
-        before: "def ?f(?args) -> {type}:",
-        after: "def ?f(?args) -> {type} | None:",
+        // The body hole makes each side a whole `def`: a header alone does not parse.
+        before: "def ?f(?args) -> {type}:\n    ?body",
+        after: "def ?f(?args) -> {type} | None:\n    ?body",
         code: "def {func}({var}) -> {type}:\n    return CACHE.get({var})\n",
         fixed: "def {func}({var}) -> {type} | None:\n    return CACHE.get({var})\n",
         words: &[],
@@ -1075,8 +1076,8 @@ const FAMILIES: &[Family] = &[
         applicability: Applicability::Unsafe,
         message: "Do not use bare `except`",
         title: "bare except around {func}",
-        before: "except:",
-        after: "except Exception:",
+        before: "try:\n    ?body\nexcept:\n    ?handler",
+        after: "try:\n    ?body\nexcept Exception:\n    ?handler",
         code: "def {func}({var}):\n    try:\n        return send({var})\n    except:\n        return None\n",
         fixed: "def {func}({var}):\n    try:\n        return send({var})\n    except Exception:\n        return None\n",
         words: &[],
@@ -1167,8 +1168,8 @@ const FAMILIES: &[Family] = &[
         applicability: Applicability::Unsafe,
         message: "Do not use mutable data structures for argument defaults",
         title: "mutable default {var}s in {func}",
-        before: "def ?f(?a=[]):",
-        after: "def ?f(?a=None):",
+        before: "def ?f(?a=[]):\n    ?body",
+        after: "def ?f(?a=None):\n    ?body",
         code: "def {func}({var}s=[]):\n    {var}s.append({line})\n    return {var}s\n",
         fixed: "def {func}({var}s=None):\n    {var}s = [] if {var}s is None else {var}s\n    {var}s.append({line})\n    return {var}s\n",
         words: &[],
@@ -1182,10 +1183,10 @@ const FAMILIES: &[Family] = &[
 
 /// xorshift64* seeded through splitmix64: small, fast and the same on every platform.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -1211,7 +1212,7 @@ impl Rng {
     }
 
     /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
     }
 
@@ -1278,8 +1279,8 @@ mod tests {
         let mut messages = HashSet::new();
         for i in 0..n {
             let (spec, v) = corpus.pattern(i);
-            spec.validate()
-                .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
+            // As the store checks them: `insert_many` refuses a template that does not compile.
+            crate::store::validate_spec(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.id));
             assert!(ids.insert(spec.id.clone()));
             assert!(fingerprints.insert(spec.fingerprint()), "{}", spec.id);
             messages.insert(spec.message.clone());

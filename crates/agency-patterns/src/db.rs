@@ -12,6 +12,7 @@ use agency_core::pattern::{Example, PatternSpec, Rewrite};
 use agency_core::{Applicability, Category, Source};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::calibration::History;
 use crate::error::{Error, Result};
 
 /// Migrations, in order; the database's `user_version` is the number applied.
@@ -921,6 +922,49 @@ impl Db {
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// Every pattern with outcomes (retired ones too) as a [`History`] for the calibration
+    /// replay: its prior, its creation and its outcomes in the order they happened (ties in the
+    /// order they were recorded).
+    pub fn outcome_histories(&self) -> Result<Vec<History>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT p.pk, p.prior_successes, p.prior_failures, p.created_at, o.at, o.success
+                   FROM outcomes o JOIN patterns p ON p.pk = o.pattern_pk
+                  ORDER BY o.pattern_pk, o.at, o.pk",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out: Vec<History> = Vec::new();
+        let mut last_pk = None;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let read = || -> rusqlite::Result<(i64, f64, f64, i64, i64, bool)> {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            };
+            let (pk, prior_successes, prior_failures, created_at, at, success) =
+                read().map_err(|e| self.err(e))?;
+            if last_pk != Some(pk) {
+                last_pk = Some(pk);
+                out.push(History {
+                    prior: (prior_successes, prior_failures),
+                    created_at,
+                    outcomes: Vec::new(),
+                });
+            }
+            if let Some(history) = out.last_mut() {
+                history.outcomes.push((at, success));
+            }
+        }
+        Ok(out)
     }
 
     /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, duplicates

@@ -44,6 +44,13 @@ pub enum Error {
     NotFound(String),
     #[error("pattern `{id}` is invalid: {source}")]
     Invalid { id: String, source: PatternError },
+    /// The rewrite's template is not Python with `?name` holes: it would be stored but never
+    /// match (the healer skips a template that does not compile).
+    #[error("pattern `{id}` is invalid: {source}")]
+    Template {
+        id: String,
+        source: agency_learn::Error,
+    },
     #[error("pattern `{id}` is retired ({reason}); a retired rewrite is never re-learned")]
     Retired { id: String, reason: String },
     #[error("{path}:{line}: {message}")]

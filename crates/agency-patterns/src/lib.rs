@@ -6,6 +6,7 @@
 //! ([`store`]). The indexes are derived: deleted or damaged, they are rebuilt from the database.
 
 pub mod bench;
+pub mod calibration;
 pub mod db;
 pub mod docs;
 pub mod embed;
@@ -17,5 +18,6 @@ pub mod test_support;
 pub mod text;
 pub mod vector;
 
+pub use calibration::Calibration;
 pub use error::{Error, Result};
 pub use store::{Learned, OutcomeInput, OutcomeResult, PatternStore, Query, StoreConfig};

@@ -86,6 +86,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PatternSpec> {
         prior: (f.prior.successes, f.prior.failures),
     };
     spec.validate().map_err(|e| err(e.to_string()))?;
+    // As every stored pattern's, a seed's template must compile as the healer compiles it.
+    agency_learn::compile(&spec.rewrite).map_err(|e| err(e.to_string()))?;
     Ok(spec)
 }
 
@@ -170,6 +172,46 @@ mod tests {
                 "{rel} is not under a category directory"
             );
         }
+    }
+
+    #[test]
+    fn every_seed_template_compiles_as_the_store_requires() {
+        // Parsed without the template check, so that every failure is listed at once.
+        let mut failures = Vec::new();
+        let mut n_seeds = 0;
+        for (rel, text) in SEED_FILES {
+            let f: SeedFile = toml::from_str(text).unwrap();
+            n_seeds += 1;
+            let rewrite = Rewrite {
+                before: f.before,
+                after: f.after,
+            };
+            if let Err(e) = agency_learn::compile(&rewrite) {
+                failures.push(format!("{rel}: {e}"));
+            }
+        }
+        assert!(n_seeds >= 40, "{n_seeds} seed files");
+        assert!(failures.is_empty(), "{failures:#?}");
+        for spec in library().unwrap() {
+            crate::store::validate_spec(&spec).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_seed_whose_template_does_not_parse_is_refused() {
+        let (rel, text) = SEED_FILES
+            .iter()
+            .find(|(_, text)| text.contains("\nbefore = \""))
+            .expect("a seed with a one-line before template");
+        let start = text.find("\nbefore = \"").unwrap() + "\nbefore = \"".len();
+        let broken = format!("{}def (?x == None{}", &text[..start], &text[start..]);
+        let err = parse(&PathBuf::from("index").join(rel), &broken)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(rel.rsplit('/').next().unwrap()) && err.contains("does not parse"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use agency_core::pattern::{Example, PatternSpec, Rewrite};
 use agency_core::{Applicability, Category, Source};
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::Calibration;
 use crate::db::{Db, MetaRow, NewRow, OutcomeRow, PatternRow, TextFields};
 use crate::embed::{DIM, Embedder, dot};
 use crate::error::{Error, Result};
@@ -330,7 +331,7 @@ pub struct PatternStore {
     /// Highest primary key in the vector index, and whether it changed since the last save.
     vector_state: Mutex<(u64, bool)>,
     /// Serialises every change to the vector index (inserts, rebuilds, checkpoints). Graph
-    /// inserts then need only the read lock of `vectors` (hnsw_rs inserts through `&self`), so
+    /// inserts then need only the read lock of `vectors` (`Graph::insert` takes `&self`), so
     /// a query never queues behind a write, a rebuild or a dump of the graph.
     vector_writes: Mutex<()>,
     text: TextIndex,
@@ -695,10 +696,7 @@ impl PatternStore {
     /// the existing one: support +1 and the new examples; when it comes from a verified heal it
     /// also counts as a success. A retired rewrite is refused.
     pub fn learn(&self, spec: &PatternSpec, now: i64) -> Result<Learned> {
-        spec.validate().map_err(|source| Error::Invalid {
-            id: spec.id.clone(),
-            source,
-        })?;
+        validate_spec(spec)?;
         let fingerprint = spec.fingerprint();
         let existing = self.with_reader(|db| db.row_by_fingerprint(&fingerprint))?;
         if let Some(row) = existing {
@@ -872,10 +870,7 @@ impl PatternStore {
         let mut prepared = Vec::with_capacity(total);
         let mut skipped = Vec::new();
         for (idx, (spec, vector, track, retired)) in items.into_iter().enumerate() {
-            spec.validate().map_err(|source| Error::Invalid {
-                id: spec.id.clone(),
-                source,
-            })?;
+            validate_spec(&spec)?;
             let sig = signature(&spec);
             let vector = match vector {
                 Some(v) if v.len() == DIM => v,
@@ -1344,6 +1339,23 @@ impl PatternStore {
     }
 }
 
+/// Checks a pattern before it is stored: every field the store relies on
+/// ([`PatternSpec::validate`]), and its rewrite compiled as the healer compiles it
+/// ([`agency_learn::compile`]). A template that does not parse would be stored but never match;
+/// every stored pattern's template is structural (there is no other kind), so every one must
+/// compile.
+pub fn validate_spec(spec: &PatternSpec) -> Result<()> {
+    spec.validate().map_err(|source| Error::Invalid {
+        id: spec.id.clone(),
+        source,
+    })?;
+    agency_learn::compile(&spec.rewrite).map_err(|source| Error::Template {
+        id: spec.id.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// The normalised error context of a pattern: category, rule, message and its first example's
 /// before-code.
 pub fn signature(spec: &PatternSpec) -> NormalizedContext {
@@ -1488,6 +1500,7 @@ fn spec_of(r: &PatternRecord) -> std::result::Result<ParsedSpec, String> {
     };
     spec.validate()
         .map_err(|e| format!("pattern `{}`: {e}", r.id))?;
+    agency_learn::compile(&spec.rewrite).map_err(|e| format!("pattern `{}`: {e}", r.id))?;
     const MAX_COUNT: u32 = 1_000_000_000;
     const MAX_UNIX_S: i64 = 253_402_300_799; // 9999-12-31
     if r.successes > MAX_COUNT || r.failures > MAX_COUNT {
@@ -1769,6 +1782,17 @@ impl PatternStore {
     /// other processes count too).
     pub fn heal_counts_since(&self, since: i64) -> Result<Vec<(String, crate::db::HealCounts)>> {
         self.with_reader(|db| db.heal_counts_since(since))
+    }
+
+    /// How well confidence predicted success: every recorded outcome replayed with this store's
+    /// confidence parameters ([`crate::calibration::replay`]), read from the database so that
+    /// outcomes written by other processes count too.
+    pub fn calibration(&self) -> Result<Calibration> {
+        let histories = self.with_reader(Db::outcome_histories)?;
+        Ok(crate::calibration::replay(
+            &histories,
+            &self.config.confidence,
+        ))
     }
 
     /// Outcomes recorded at or after `since` (unix seconds): `(total, successes)`, read from
@@ -2450,6 +2474,117 @@ pub(crate) mod tests {
         let r = store.query(&q(&huge)).unwrap();
         assert!(r.query.truncated);
         assert_eq!(r.matches[0].id, "runtime-none-group");
+    }
+
+    #[test]
+    fn a_template_that_does_not_parse_is_refused_wherever_patterns_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        let mut exported = Vec::new();
+        store.export(&mut exported, Path::new("x.jsonl")).unwrap();
+        let text = String::from_utf8(exported).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        // The third line (export order is by id) is `?x == None` -> `?x is None`.
+        let mut broken: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        let id = broken["id"].as_str().unwrap().to_string();
+        assert_eq!(broken["before"], "?x == None");
+        broken["before"] = "def (?x == None".into();
+        lines[2] = broken.to_string();
+        let input = lines.join("\n");
+
+        // Import: the line, the pattern and the parse error are named; nothing is imported.
+        let other = tempfile::tempdir().unwrap();
+        let fresh = open(other.path());
+        let err = fresh
+            .import(
+                &mut input.as_bytes(),
+                Path::new("in.jsonl"),
+                NOW,
+                &mut |_, _| {},
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("in.jsonl:3: ")
+                && err.contains(&format!("pattern `{id}`"))
+                && err.contains("`def (?x == None` does not parse"),
+            "{err}"
+        );
+        assert_eq!(fresh.live_count(), 0);
+        assert!(fresh.list(NOW, true).unwrap().is_empty());
+
+        // Learning and bulk inserts refuse it too, with the template's error as the source.
+        let mut bad = spec(
+            "style-broken",
+            Category::Style,
+            "E711",
+            "Comparison to `None` should be `cond is None`",
+            "def (?x == None",
+            "?x is None",
+        );
+        let err = fresh.learn(&bad, NOW).unwrap_err();
+        assert!(
+            matches!(&err, Error::Template { id, source: agency_learn::Error::Template { .. } } if id == "style-broken"),
+            "{err:?}"
+        );
+        let err = fresh
+            .insert_many(vec![(bad.clone(), None, None, None)], NOW, &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, Error::Template { .. }), "{err:?}");
+        assert_eq!(fresh.live_count(), 0);
+
+        // The same pattern with a template that parses is stored.
+        bad.rewrite.before = "?x == None".into();
+        validate_spec(&bad).unwrap();
+        fresh.learn(&bad, NOW).unwrap();
+        assert_eq!(fresh.live_count(), 1);
+    }
+
+    #[test]
+    fn calibration_replays_the_confidence_each_outcome_was_recorded_at() {
+        use crate::calibration::BUCKET_EDGES;
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_store(dir.path());
+        assert_eq!(store.calibration().unwrap().outcomes, 0);
+        assert_eq!(store.calibration().unwrap().calibrated(), None);
+        // 12 successes, then failures: what the store itself said before each outcome is the
+        // bucket the replay must put it in.
+        let mut expected = vec![(0_u64, 0_u64); BUCKET_EDGES.len()];
+        for idx in 0..18_i64 {
+            let at = NOW + idx * 3_600;
+            let success = idx < 12;
+            let confidence = store.show("style-none-comparison", at).unwrap().confidence;
+            let bucket = BUCKET_EDGES
+                .iter()
+                .rposition(|edge| confidence >= *edge)
+                .unwrap();
+            expected[bucket].0 += 1;
+            expected[bucket].1 += u64::from(success);
+            let outcome = OutcomeInput {
+                pattern_id: "style-none-comparison".into(),
+                success,
+                finding: None,
+                duration_ms: None,
+                idempotency_key: Some(format!("k{idx}")),
+                at,
+            };
+            assert!(store.record_outcome(&outcome).unwrap().recorded);
+            // A repeated key is not an outcome, for the replay either.
+            assert!(!store.record_outcome(&outcome).unwrap().recorded);
+        }
+        let c = store.calibration().unwrap();
+        let got: Vec<(u64, u64)> = c
+            .buckets
+            .iter()
+            .map(|b| (b.outcomes, b.successes))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!((c.patterns, c.outcomes), (1, 18));
+        assert_eq!(
+            c.calibrated(),
+            Some(expected[BUCKET_EDGES.len() - 1].1 * 10 >= expected[BUCKET_EDGES.len() - 1].0 * 9)
+        );
+        assert!(expected[BUCKET_EDGES.len() - 1].0 > 0, "{expected:?}");
     }
 
     #[test]

@@ -478,6 +478,17 @@ mod tests {
         assert_eq!(stats["outcomes"]["1h"]["total"], 2);
         assert_eq!(stats["reuse_rate"], 1.0);
         assert_eq!(stats["outcomes"]["7d"]["success_rate"], 1.0);
+        // The calibration replays the same two outcomes: both before the pattern reached 0.90.
+        let calibration = &stats["calibration"];
+        assert_eq!(calibration["outcomes"], 2, "{stats}");
+        assert_eq!(calibration["patterns"], 1, "{stats}");
+        assert_eq!(calibration["target"], 0.9, "{stats}");
+        assert!(calibration["calibrated"].is_null(), "{stats}");
+        let buckets = calibration["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 4, "{stats}");
+        assert_eq!(buckets[3]["min"], 0.9, "{stats}");
+        assert_eq!(buckets[3]["outcomes"], 0, "{stats}");
+        assert!(buckets[3]["success_rate"].is_null(), "{stats}");
     }
 
     #[tokio::test]
@@ -641,6 +652,24 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(error_code(&response), "invalid_pattern");
+        // A pattern whose template does not parse (issue 7): refused the same way, naming it.
+        let (status, response) = app
+            .post(
+                "/v1/patterns",
+                &pattern(
+                    "bad-template",
+                    "def (?m.group(?n)",
+                    "?m.group(?n) if ?m else None",
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+        assert_eq!(error_code(&response), "invalid_pattern");
+        assert!(
+            response.to_string().contains("bad-template")
+                && response.to_string().contains("does not parse"),
+            "{response}"
+        );
         let (status, _) = app
             .call(Method::PUT, "/v1/patterns", Some(TOKEN), None)
             .await;

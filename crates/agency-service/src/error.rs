@@ -143,7 +143,9 @@ impl From<agency_patterns::Error> for ApiError {
             E::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             E::Retired { .. } => Self::new(StatusCode::CONFLICT, "retired", e.to_string()),
             E::IdTaken(_) => Self::new(StatusCode::CONFLICT, "id_taken", e.to_string()),
-            E::Invalid { .. } => Self::unprocessable("invalid_pattern", e.to_string()),
+            E::Invalid { .. } | E::Template { .. } => {
+                Self::unprocessable("invalid_pattern", e.to_string())
+            }
             E::EmptyQuery => Self::unprocessable("empty_query", "the query text is empty"),
             E::Locked { .. } => {
                 tracing::warn!(error = %chain(&e), "store busy");
