@@ -500,3 +500,33 @@ fn bench_heal_measures_both_modes_on_copies_and_writes_nothing() {
     assert!(doc["suite_run_ratio"].as_f64().unwrap() > 1.0);
     assert_eq!(user_files(root), before);
 }
+
+#[test]
+fn a_relative_agency_home_is_the_same_directory_in_the_copy_a_heal_verifies_in() {
+    // The repository two levels below a temporary directory, so that the relative path to the
+    // home means another directory from the copy a heal verifies in.
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("work/shop");
+    crate::util::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/heal"),
+        &root,
+    );
+    git(&root, &["init", "-q", "-b", "main"]);
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "fixture"]);
+    let home = crate::util::private_home();
+    assert_eq!(home.path().parent(), outer.path().parent());
+    let relative = Path::new("../../..").join(home.path().file_name().unwrap());
+    assert!(root.join(&relative).join("venv/bin/pytest").exists());
+    let (code, stdout, stderr) = run(crate::util::agency_at(&relative)
+        .current_dir(&root)
+        .args(["heal", "--json", "--yes", "--tools", "ruff"]));
+    let doc: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let heals = doc["heals"].as_array().unwrap();
+    assert!(
+        heals.iter().any(|h| h["status"] == "healed"),
+        "the suite must run in the copy with the relative home's pytest: {doc:#}\n{stderr}"
+    );
+}

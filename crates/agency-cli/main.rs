@@ -119,6 +119,9 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     let home = cli.home.clone().unwrap_or_else(default_home);
+    // A relative home (`AGENCY_HOME=.agency-home`) must mean the same directory to the tools a
+    // heal runs in a copy of the repository, whose working directory is elsewhere.
+    let home = std::path::absolute(&home).unwrap_or(home);
     let result = match cli.command {
         Command::Setup(args) => setup::run(&home, &args),
         Command::Patterns(cmd) => patterns::run(&home, cmd),

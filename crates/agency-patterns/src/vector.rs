@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 /// Tuning of the vector index; the defaults are the measured choices (`docs/benchmarks.md`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VectorParams {
-    /// At or below this many vectors, search is an exact scan.
+    /// At or below this many vectors, search is an exact scan: at 10,000 the scan and the graph
+    /// both take about 0.7 ms, at 20,000 the scan takes 1.6 ms and the graph 0.9 ms.
     pub exact_threshold: usize,
     /// A filtered search whose filter passes at most this many vectors scans them (int8, then
     /// the best on floats) instead of walking the graph: at 100k, 5,000 took 2.0 ms against
@@ -36,7 +37,7 @@ pub struct VectorParams {
 impl Default for VectorParams {
     fn default() -> Self {
         Self {
-            exact_threshold: 20_000,
+            exact_threshold: 10_000,
             filter_scan_max: 10_000,
             // Measured on 100k clustered patterns (docs/benchmarks.md), recall@10 against exact
             // search: M = 16 reaches 0.977 only at ef 384; M = 32 gives 0.982 at ef 128,
