@@ -155,31 +155,45 @@ impl<'a> SourceOrderVisitor<'a> for Builder {
 impl Tree {
     /// Computes every node's items and folds wrapping parentheses into children.
     fn fill_items(&mut self) {
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        // Children as linked lists (first child, next sibling), in source order: nodes are
+        // numbered in the visitor's pre-order. One allocation instead of one per node.
+        const NONE: usize = usize::MAX;
+        let n = self.nodes.len();
+        let mut first_child = vec![NONE; n];
+        let mut last_child = vec![NONE; n];
+        let mut next_sibling = vec![NONE; n];
         for (id, node) in self.nodes.iter().enumerate() {
             if let Some(parent) = node.parent {
-                children[parent].push(id);
+                if last_child[parent] == NONE {
+                    first_child[parent] = id;
+                } else {
+                    next_sibling[last_child[parent]] = id;
+                }
+                last_child[parent] = id;
             }
         }
-        for (id, kids) in children.iter().enumerate() {
+        for (id, &first_kid) in first_child.iter().enumerate() {
             let range = self.nodes[id].range;
             let first = self
                 .tokens
                 .partition_point(|t| t.range.start() < range.start());
             let mut items = Vec::new();
-            let mut kid = 0;
+            // The next child not yet pushed, and the last one pushed.
+            let mut kid = first_kid;
+            let mut pushed = NONE;
             let mut tok = first;
             while tok < self.tokens.len() && self.tokens[tok].range.end() <= range.end() {
                 let t_range = self.tokens[tok].range;
                 // Children (in source order) that start before this token come first.
-                while kid < kids.len() && self.nodes[kids[kid]].range.start() <= t_range.start() {
-                    items.push(Item::Node(kids[kid]));
-                    kid += 1;
+                while kid != NONE && self.nodes[kid].range.start() <= t_range.start() {
+                    items.push(Item::Node(kid));
+                    pushed = kid;
+                    kid = next_sibling[kid];
                 }
                 // Children do not overlap, so only the last one pushed can cover the token;
                 // skip all of that child's tokens at once.
-                if kid > 0 {
-                    let child_range = self.nodes[kids[kid - 1]].range;
+                if pushed != NONE {
+                    let child_range = self.nodes[pushed].range;
                     if child_range.contains_range(t_range) {
                         let next = self
                             .tokens
@@ -191,7 +205,10 @@ impl Tree {
                 items.push(Item::Token(tok));
                 tok += 1;
             }
-            items.extend(kids[kid..].iter().map(|&k| Item::Node(k)));
+            while kid != NONE {
+                items.push(Item::Node(kid));
+                kid = next_sibling[kid];
+            }
             self.nodes[id].items = items;
         }
         for id in 0..self.nodes.len() {
