@@ -95,11 +95,16 @@ struct Watcher {
 
 impl Watcher {
     fn start(home: &Path, shop: &Shop, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with(home, shop, extra_env, &[])
+    }
+
+    fn start_with(home: &Path, shop: &Shop, extra_env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = agency_at(home);
         cmd.current_dir(shop.root())
             .args(["heal", "--watch-log"])
             .arg(shop.log())
             .args(["--yes", "--json"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -284,6 +289,29 @@ fn a_traceback_appended_to_the_watched_log_is_healed_and_audited() {
         .count()
     });
     assert_eq!(batches, 0);
+    assert_eq!(server.calls(), 1);
+}
+
+#[test]
+fn from_start_heals_the_tracebacks_already_in_the_log_then_follows_it() {
+    let server = server();
+    let home = private_home();
+    let shop = Shop::new(Some(&server));
+    append(&shop.log(), &format!("INFO earlier\n{CRASH}{NEXT}"));
+    let watcher = Watcher::start_with(home.path(), &shop, &[], &["--from-start"]);
+    let report = watcher.next_report();
+    let heal = orders_heal(&report);
+    assert_eq!(heal["status"], "healed", "{heal:#}");
+    assert!(shop.orders().contains(FIXED), "{}", shop.orders());
+    assert!(
+        watcher
+            .stderr()
+            .contains("and those already in it, from its start"),
+        "{}",
+        watcher.stderr()
+    );
+    let (code, _, stderr) = watcher.signal("INT");
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(server.calls(), 1);
 }
 

@@ -60,11 +60,16 @@ pub struct HealArgs {
     pub(crate) from_log: Option<PathBuf>,
     /// Follow this growing log (rotation-safe) and heal each new traceback as it appears, at
     /// most one heal per signature at a time, until Ctrl-C. Reads from the END of the file:
-    /// only tracebacks written from then on are healed. Needs --yes (nobody answers a prompt);
+    /// only tracebacks written from then on are healed (--from-start: those already in it too). Needs --yes (nobody answers a prompt);
     /// with --json, prints one heal report per heal run on stdout, one per line (NDJSON).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["scan", "sarif", "dry_run", "from_log", "resume", "changed", "staged", "since", "tools", "paths"])]
     #[serde(default)]
     pub(crate) watch_log: Option<PathBuf>,
+    /// With --watch-log: heal the tracebacks already in the log too, then follow it as it
+    /// grows (each crash signature is still healed at most once at a time).
+    #[arg(long, requires = "watch_log")]
+    #[serde(default)]
+    pub(crate) from_start: bool,
     /// Show every proposed fix as a unified diff with its strategy; writes nothing to the
     /// repository (no fix, no audit record: it is a preview, and fixes are not verified).
     #[arg(long, conflicts_with_all = ["scan", "yes"])]
@@ -158,6 +163,7 @@ fn plain_scan_args(tools: Option<Vec<String>>, paths: Vec<PathBuf>) -> HealArgs 
         tools,
         from_log: None,
         watch_log: None,
+        from_start: false,
         dry_run: false,
         yes: false,
         unsafe_fixes: false,

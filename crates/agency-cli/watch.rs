@@ -69,12 +69,23 @@ pub fn run(home: &Path, args: &HealArgs, log: &Path) -> Result<ExitStatus> {
         .unwrap_or_default();
     let excludes = Excludes::new(&globs)
         .with_context(|| format!("invalid [scan] exclude in {}", loaded.source(&root)))?;
-    let mut follower = LogFollower::open(log, FollowOptions::default())?;
+    let mut follower = LogFollower::open(
+        log,
+        FollowOptions {
+            from_start: args.from_start,
+            ..FollowOptions::default()
+        },
+    )?;
     let signals = signals();
     let mut watch = Watch::new(home, &root, args, excludes);
     note(&format!(
-        "watching {} for new Python tracebacks (from its end; rotation is followed) to heal in {}; Ctrl-C stops",
+        "watching {} for new Python tracebacks ({}; rotation is followed) to heal in {}; Ctrl-C stops",
         log.display(),
+        if args.from_start {
+            "and those already in it, from its start"
+        } else {
+            "from its end"
+        },
         root.display()
     ));
     let mut stopping = false;
@@ -290,6 +301,7 @@ impl Watch {
             .join(format!("watch-{}.log", std::process::id()));
         let mut run_args = args.clone();
         run_args.watch_log = None;
+        run_args.from_start = false;
         run_args.from_log = Some(batch.clone());
         Watch {
             home: home.to_path_buf(),
