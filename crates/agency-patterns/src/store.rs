@@ -827,9 +827,16 @@ impl PatternStore {
             let batch: Vec<(u64, &[f32])> = rows.iter().map(|r| (r.0, r.3.as_slice())).collect();
             let _serial = lock(&self.vector_writes);
             // A graph takes the insert beside running queries; the exact index (small, a push
-            // per vector) takes the write lock for microseconds.
+            // per vector) takes the write lock for microseconds. An exact index the batch takes
+            // past the threshold becomes a graph built beside running queries too (the index
+            // cannot change meanwhile: changes hold `vector_writes`), then swapped in.
+            let params = self.config.vector;
             if !read(&self.vectors).insert_shared(&batch) {
-                write(&self.vectors).insert_batch(&batch, self.config.vector);
+                let grown = read(&self.vectors).outgrown(&batch, params);
+                match grown {
+                    Some(graph) => *write(&self.vectors) = VectorIndex::Graph(graph),
+                    None => write(&self.vectors).insert_batch(&batch, params),
+                }
             }
             if let Some(max) = rows.iter().map(|r| r.0).max() {
                 let mut state = lock(&self.vector_state);
@@ -873,7 +880,7 @@ impl PatternStore {
             validate_spec(&spec)?;
             let sig = signature(&spec);
             let vector = match vector {
-                Some(v) if v.len() == DIM => v,
+                Some(v) if v.len() == DIM && v.iter().all(|x| x.is_finite()) => v,
                 _ => self.embedder.embed(&sig.text)?.vector,
             };
             let track =
@@ -1680,14 +1687,22 @@ fn open_vector_index(
             .map(|graph| (graph, g.max_pk))
         });
     match loaded {
-        Some(Ok((graph, graph_max))) => {
-            let missing = db.embeddings_after(graph_max, DIM)?;
+        Some(Ok((graph, _))) => {
+            // Every live pattern the saved graph lacks, whatever its key: the highest key a
+            // graph holds does not mean it holds every key below (concurrent learns index out
+            // of order, and another process may have added rows before this one saved).
+            let mut missing = Vec::new();
+            for pk in table.metas.keys() {
+                if live(&pk)
+                    && !graph.contains(pk)
+                    && let Some(v) = db.embedding(pk, DIM)?
+                {
+                    missing.push((pk, v));
+                }
+            }
             let n_missing = missing.len();
-            let batch: Vec<(u64, &[f32])> = missing
-                .iter()
-                .filter(|(pk, _)| live(pk))
-                .map(|(pk, v)| (*pk, v.as_slice()))
-                .collect();
+            let batch: Vec<(u64, &[f32])> =
+                missing.iter().map(|(pk, v)| (*pk, v.as_slice())).collect();
             graph.insert_batch(&batch);
             let index = VectorIndex::Graph(graph);
             let tombstones = index.len().saturating_sub(table.live);
@@ -2463,6 +2478,63 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(r.matches.len(), 3);
         assert_eq!(r.stats.method, "exact");
+    }
+
+    #[test]
+    fn a_graph_saved_by_one_process_gains_the_rows_another_added_below_its_highest_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            vector: VectorParams {
+                exact_threshold: 3,
+                ..VectorParams::default()
+            },
+            ..StoreConfig::new(dir.path())
+        };
+        let specs = crate::seed::library().unwrap();
+        let items = |range: std::ops::Range<usize>| {
+            specs[range]
+                .iter()
+                .map(|s| (s.clone(), None, None, None))
+                .collect::<Vec<_>>()
+        };
+        let a = PatternStore::open(config.clone(), embedder()).unwrap();
+        a.insert_many(items(0..10), NOW, &mut |_, _| {}).unwrap();
+        a.checkpoint().unwrap();
+        // Another process adds rows 11-20 while this one runs, then this one adds row 21 and
+        // saves its graph, which lacks 11-20, as covering everything up to 21.
+        {
+            let b = PatternStore::open(config.clone(), embedder()).unwrap();
+            b.insert_many(items(10..20), NOW, &mut |_, _| {}).unwrap();
+            b.checkpoint().unwrap();
+        }
+        a.insert_many(items(20..21), NOW, &mut |_, _| {}).unwrap();
+        a.checkpoint().unwrap();
+        assert_eq!(read(&a.vectors).len(), 11);
+        drop(a);
+
+        let c = PatternStore::open(config, embedder()).unwrap();
+        assert_eq!(c.live_count(), 21);
+        assert_eq!(read(&c.vectors).method(), crate::vector::Method::Hnsw);
+        assert_eq!(
+            read(&c.vectors).len(),
+            21,
+            "every live row is searchable by vector"
+        );
+        let added_by_b = &specs[15];
+        let found = read(&c.vectors).search(
+            &c.embedder
+                .embed(&signature(added_by_b).text)
+                .unwrap()
+                .vector,
+            1,
+            None,
+        );
+        let pk = c
+            .with_reader(|db| db.row_by_fingerprint(&added_by_b.fingerprint()))
+            .unwrap()
+            .unwrap()
+            .pk;
+        assert_eq!(found[0].0, pk);
     }
 
     #[test]

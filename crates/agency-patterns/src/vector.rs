@@ -80,6 +80,11 @@ impl Flat {
     /// Adds a vector.
     pub fn push(&mut self, id: u64, v: &[f32]) {
         debug_assert_eq!(v.len(), DIM);
+        // As the graph does: an id already held keeps its vector (a rebuild racing an insert
+        // can hand the same row over twice).
+        if self.rows.contains_key(&id) {
+            return;
+        }
         self.rows.insert(id, self.ids.len());
         self.ids.push(id);
         self.data.extend_from_slice(v);
@@ -785,6 +790,11 @@ impl Graph {
         self.len() == 0
     }
 
+    /// Whether the graph holds `id`.
+    pub fn contains(&self, id: u64) -> bool {
+        read(&self.layers).node_of.contains_key(&id)
+    }
+
     /// The cosine similarity of `query` with the stored vector of `id`.
     pub fn similarity(&self, id: u64, query: &[f32]) -> Option<f32> {
         let layers = read(&self.layers);
@@ -943,7 +953,7 @@ impl Graph {
         if footer != digest {
             return Err(damaged("the graph file's checksum does not match".into()));
         }
-        if layers.m != params.max_connections {
+        if layers.m != params.max_connections.clamp(2, 255) {
             return Err(damaged(format!(
                 "the graph was built with {} neighbours per node, the store uses {}",
                 layers.m, params.max_connections
@@ -1021,6 +1031,11 @@ impl Layers {
         let mut levels = vec![0_u8; n];
         input.read_exact(&mut levels)?;
         let vectors: Vec<f32> = read_all_le(input, n * DIM)?;
+        if !vectors.iter().all(|x| x.is_finite()) {
+            return Err(bad(
+                "the graph file holds a vector that is not finite".into()
+            ));
+        }
         let base: Vec<Node> = read_all_le(input, n * (2 * m + 1))?;
         let mut upper_first = Vec::with_capacity(n);
         let mut upper = Vec::new();
@@ -1351,6 +1366,22 @@ impl VectorIndex {
         }
     }
 
+    /// The graph an exact index becomes when `vectors` take it past the threshold, built
+    /// from a shared reference so that queries go on while it is built; `None` for a graph,
+    /// or when the exact index stays exact (then [`Self::insert_batch`] pushes them).
+    pub fn outgrown(&self, vectors: &[(u64, &[f32])], params: VectorParams) -> Option<Graph> {
+        let VectorIndex::Exact(flat) = self else {
+            return None;
+        };
+        let fresh: Vec<(u64, &[f32])> = vectors
+            .iter()
+            .filter(|(id, _)| flat.get(*id).is_none())
+            .copied()
+            .collect();
+        (flat.len() + fresh.len() > params.exact_threshold)
+            .then(|| Graph::build(flat.iter().chain(fresh), params))
+    }
+
     /// Top `k` (id, cosine similarity) among ids the filter allows (all without one).
     pub fn search(
         &self,
@@ -1431,6 +1462,16 @@ mod tests {
                 (i as u64 + 1, v)
             })
             .collect()
+    }
+
+    #[test]
+    fn an_id_pushed_twice_is_held_once() {
+        let mut flat = Flat::default();
+        let v = vec![1.0 / (DIM as f32).sqrt(); DIM];
+        flat.push(7, &v);
+        flat.push(7, &v);
+        assert_eq!(flat.len(), 1);
+        assert_eq!(flat.search(&v, 5, None).len(), 1);
     }
 
     #[test]
