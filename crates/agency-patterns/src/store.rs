@@ -1547,6 +1547,9 @@ fn spec_of(r: &PatternRecord) -> std::result::Result<ParsedSpec, String> {
     Ok((spec, track, retired))
 }
 
+/// From this many patterns on, re-embedding after a model change says so as it goes.
+const REEMBED_NOTICE: usize = 2_000;
+
 fn reembed_if_model_changed(
     db: &mut Db,
     embedder: &Embedder,
@@ -1563,9 +1566,21 @@ fn reembed_if_model_changed(
         embedder.model_id(),
         stale.len()
     ));
+    // Said now, not only among the open's warnings: a large store takes minutes (about 2.5 ms
+    // a pattern), once.
+    if stale.len() >= REEMBED_NOTICE {
+        tracing::warn!(
+            "the embedding model changed: re-embedding {} patterns once before the store opens",
+            stale.len()
+        );
+    }
     let mut vectors = Vec::with_capacity(stale.len());
-    for row in &stale {
+    let step = (stale.len() / 10).max(1);
+    for (done, row) in stale.iter().enumerate() {
         vectors.push((row.pk, embedder.embed(&row.signature)?.vector));
+        if stale.len() >= REEMBED_NOTICE && (done + 1) % step == 0 {
+            tracing::warn!("re-embedded {} of {} patterns", done + 1, stale.len());
+        }
     }
     db.write(|w| {
         for (pk, v) in &vectors {
