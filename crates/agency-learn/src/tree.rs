@@ -105,6 +105,21 @@ pub(crate) fn parse(source: &str, grammar: Grammar) -> Result<Tree, (String, usi
     Ok(tree)
 }
 
+/// The first index at or after `from` whose token starts at or after `at` (tokens are sorted):
+/// a galloping search, since the answer is usually a few tokens ahead.
+fn first_at_or_after(tokens: &[Tok], from: usize, at: TextSize) -> usize {
+    // Every token in `from..lo` starts before `at`; the token at `hi`, if any, does not.
+    let mut lo = from.min(tokens.len());
+    let mut hi = lo;
+    let mut step = 1;
+    while hi < tokens.len() && tokens[hi].range.start() < at {
+        lo = hi + 1;
+        hi = hi.saturating_add(step).min(tokens.len());
+        step *= 2;
+    }
+    lo + tokens[lo..hi.max(lo)].partition_point(|t| t.range.start() < at)
+}
+
 fn is_trivia(kind: TokenKind) -> bool {
     matches!(
         kind,
@@ -172,11 +187,20 @@ impl Tree {
                 last_child[parent] = id;
             }
         }
+        // Node starts never decrease in pre-order, so each node's first token is found by
+        // walking forward from the previous node's (a search only where a start goes back).
+        let mut first = 0;
+        let mut previous_start = TextSize::default();
         for (id, &first_kid) in first_child.iter().enumerate() {
             let range = self.nodes[id].range;
-            let first = self
-                .tokens
-                .partition_point(|t| t.range.start() < range.start());
+            if range.start() < previous_start {
+                first = self
+                    .tokens
+                    .partition_point(|t| t.range.start() < range.start());
+            } else {
+                first = first_at_or_after(&self.tokens, first, range.start());
+            }
+            previous_start = range.start();
             let mut items = Vec::new();
             // The next child not yet pushed, and the last one pushed.
             let mut kid = first_kid;
@@ -195,9 +219,7 @@ impl Tree {
                 if pushed != NONE {
                     let child_range = self.nodes[pushed].range;
                     if child_range.contains_range(t_range) {
-                        let next = self
-                            .tokens
-                            .partition_point(|t| t.range.start() < child_range.end());
+                        let next = first_at_or_after(&self.tokens, tok, child_range.end());
                         tok = next.max(tok + 1);
                         continue;
                     }
@@ -370,6 +392,32 @@ mod tests {
             })
             .collect();
         format!("{:?}[{}]", node.kind, parts.join(" "))
+    }
+
+    #[test]
+    fn galloping_search_agrees_with_a_binary_search() {
+        // Tokens at 0, 3, 6, ... (two of them at each start, as a zero-width token would be).
+        let tokens: Vec<Tok> = (0..40_u32)
+            .map(|i| Tok {
+                kind: TokenKind::Name,
+                range: TextRange::new(TextSize::new(i / 2 * 3), TextSize::new(i / 2 * 3 + 2)),
+            })
+            .collect();
+        for from in 0..=tokens.len() {
+            for at in 0..70 {
+                let at = TextSize::new(at);
+                let expected = from + tokens[from..].partition_point(|t| t.range.start() < at);
+                assert_eq!(
+                    first_at_or_after(&tokens, from, at),
+                    expected,
+                    "{from} {at:?}"
+                );
+            }
+        }
+        assert_eq!(
+            first_at_or_after(&tokens, 99, TextSize::new(5)),
+            tokens.len()
+        );
     }
 
     #[test]
