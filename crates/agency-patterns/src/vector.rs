@@ -267,6 +267,14 @@ impl Layers {
         &self.vectors[start..start + DIM]
     }
 
+    /// A search result: the caller's id of `near` and its exact cosine similarity to `query`.
+    fn scored(&self, query: &[f32], near: Near) -> (u64, f32) {
+        (
+            self.ids[near.node as usize],
+            dot(query, self.vector(near.node)),
+        )
+    }
+
     /// The entry node and its level.
     fn top(&self) -> Option<(Node, u8)> {
         self.entry.map(|e| (e, self.levels[e as usize]))
@@ -818,15 +826,7 @@ impl Graph {
             rough.select_nth_unstable(keep - 1);
             rough.truncate(keep);
         }
-        let mut hits: Vec<(u64, f32)> = rough
-            .iter()
-            .map(|n| {
-                (
-                    layers.ids[n.node as usize],
-                    dot(query, layers.vector(n.node)),
-                )
-            })
-            .collect();
+        let mut hits: Vec<(u64, f32)> = rough.iter().map(|n| layers.scored(query, *n)).collect();
         top_k(&mut hits, k);
         hits
     }
@@ -877,12 +877,7 @@ impl Graph {
         let mut hits: Vec<(u64, f32)> = found
             .iter()
             .take(k)
-            .map(|n| {
-                (
-                    layers.ids[n.node as usize],
-                    dot(query, layers.vector(n.node)),
-                )
-            })
+            .map(|n| layers.scored(query, *n))
             .collect();
         top_k(&mut hits, k);
         hits
