@@ -11,6 +11,7 @@ pub mod db;
 pub mod docs;
 pub mod embed;
 pub mod error;
+mod locks;
 pub mod seed;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]

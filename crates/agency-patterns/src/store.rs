@@ -28,6 +28,7 @@ use crate::calibration::Calibration;
 use crate::db::{Db, MetaRow, NewRow, OutcomeRow, PatternRow, TextFields};
 use crate::embed::{DIM, Embedder, dot};
 use crate::error::{Error, Result};
+use crate::locks::{lock, read, write};
 use crate::text::{TextDoc, TextIndex};
 use crate::vector::{Graph, SavedFiles, VectorIndex, VectorParams};
 
@@ -1776,20 +1777,6 @@ fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{}-{nanos}", std::process::id())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data that is still consistent: every update
-    // to it happens after the database commit, in one step.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl PatternStore {

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::embed::{DIM, dot};
 use crate::error::{Error, Result};
+use crate::locks::{lock, read, write};
 
 /// Tuning of the vector index; the defaults are the measured choices (`docs/benchmarks.md`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1242,19 +1243,6 @@ impl SavedFiles {
             .map_err(|e| Error::io(&path, e))?;
         Ok(Self { graph_bytes })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded data is replaced in one step after the work is done; a panic leaves it whole.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The vector index: exact or graph, with the switch made by size.
