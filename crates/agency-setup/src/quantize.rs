@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::extract::{TEMP_PREFIX, sha256_file};
+use crate::download::{PINNED_WHEELS_ONLY, PIP_QUIET};
+use crate::extract::{TEMP_PREFIX, put_in_place, sha256_file};
 use crate::process;
 use crate::{Asset, Error, Layout, ONNXRUNTIME_LIB, Origin, Progress, Result, SetupOptions};
 
@@ -84,20 +85,11 @@ pub(crate) fn install(
     }
     let python = venv.join("bin").join("python");
     let mut cmd = Command::new(&python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
-    ])
-    .args(PINNED_PACKAGES)
-    .arg(&wheel);
+    cmd.args(["-m", "pip", "install"])
+        .args(PINNED_WHEELS_ONLY)
+        .args(PIP_QUIET)
+        .args(PINNED_PACKAGES)
+        .arg(&wheel);
     process::run(&mut cmd, PIP_TIMEOUT)?.require_success(|| {
         "check that PyPI is reachable and that python3 is 3.11 or newer (numpy 2.4 needs it), \
          then re-run agency setup"
@@ -146,10 +138,6 @@ fn persist_verified(
     dest: &Path,
     from: &Asset,
 ) -> Result<u64> {
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
     let actual = sha256_file(temp.path()).map_err(|source| Error::Read {
         path: temp.path().to_path_buf(),
         source,
@@ -162,18 +150,15 @@ fn persist_verified(
             actual,
         });
     }
-    let file = temp.as_file();
-    file.sync_all().map_err(write_err(temp.path()))?;
-    let size = file.metadata().map_err(write_err(temp.path()))?.len();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o644))
-            .map_err(write_err(temp.path()))?;
-    }
-    temp.persist(dest).map_err(|err| Error::Write {
-        path: dest.to_path_buf(),
-        source: err.error,
-    })?;
+    let size = temp
+        .as_file()
+        .metadata()
+        .map_err(|source| Error::Read {
+            path: temp.path().to_path_buf(),
+            source,
+        })?
+        .len();
+    put_in_place(temp, dest)?;
     Ok(size)
 }
 

@@ -120,16 +120,9 @@ pub(crate) fn install_tools(
     let label = format!("installing {}", specs.join(" "));
     progress(Progress::Step { what: &label });
     let mut cmd = Command::new(venv_python(layout));
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
-    ])
-    .args(&specs);
+    cmd.args(["-m", "pip", "install"])
+        .args(crate::download::PIP_QUIET)
+        .args(&specs);
     process::run(&mut cmd, PIP_INSTALL_TIMEOUT)?.require_success(|| {
         "check that PyPI is reachable, then re-run agency setup; if it keeps failing, delete the \
          venv directory and re-run agency setup"
