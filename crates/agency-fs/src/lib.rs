@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
 
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
 /// Errors from file primitives. Each variant names the path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

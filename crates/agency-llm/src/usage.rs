@@ -96,8 +96,7 @@ impl UsageDb {
         };
         let mut conn = Connection::open(&path).map_err(wrap)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
+        agency_fs::sqlite::enable_wal(&conn, Duration::from_secs(30)).map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
         let tx = conn

@@ -184,8 +184,7 @@ impl Db {
         let c = &self.conn;
         c.busy_timeout(Duration::from_secs(10))
             .map_err(|e| self.err(e))?;
-        c.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| self.err(e))?;
+        agency_fs::sqlite::enable_wal(c, Duration::from_secs(10)).map_err(|e| self.err(e))?;
         // FULL: a commit that returned is on disk, so an acknowledged outcome survives a crash.
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
